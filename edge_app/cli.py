@@ -1,0 +1,38 @@
+"""``edge-app``: the device's command line. Each subcommand lives in ``edge_app/commands``
+as a module with ``register(subparsers)``; adding a command is adding a module and its
+name to ``COMMANDS``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edge_app import __version__
+
+COMMANDS = ("run", "liveness")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-app",
+        description="Face-liveness terminal: camera frames -> faces -> int8 TFLite liveness -> MQTT decisions.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-app {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"edge_app.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Subcommands of ``edge-app``; shared option helpers for them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from edge_app.config import Config, ConfigError, load_config
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, help="TOML config file (default: built-in defaults)")
+    parser.add_argument("--models-dir", type=Path, help="folder with the .tflite models and their JSON metadata")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="override log.level")
+
+
+def setup_logging(level: str) -> None:
+    # Under systemd, journald adds its own timestamps; elsewhere a timestamp helps.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level), format=fmt, stream=sys.stderr, force=True)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Config file plus command-line overrides; a bad config exits with its message."""
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        raise SystemExit(f"edge-app: configuration error: {exc}") from None
+    if getattr(args, "models_dir", None):
+        cfg.liveness.models_dir = str(args.models_dir)
+    if getattr(args, "log_level", None):
+        cfg.log.level = args.log_level
+    setup_logging(cfg.log.level)
+    return cfg

@@ -1,0 +1,129 @@
+"""``edge-app run``: the main job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from edge_app.commands import add_common, config_from_args
+from edge_app.detector import load_detector
+from edge_app.liveness import load_scorer
+from edge_app.pipeline import Pipeline
+from edge_app.sources import SourceError, open_source
+from edge_app.tflite_model import ModelError
+
+log = logging.getLogger("edge_app.run")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the main job: frames -> faces -> liveness -> decisions published over MQTT",
+        description="Read frames from a source, find faces, score liveness and publish decision events. "
+        "Without options it runs on the built-in sample (a live face, a printed-photo attack, an empty scene).",
+    )
+    p.add_argument("--source", choices=("sample", "files", "synthetic", "picamera2"), help="override source.kind")
+    p.add_argument("--path", help="files source: a directory, image or glob (implies --source files)")
+    p.add_argument("--once", action="store_true", help="play a files/sample source once instead of looping")
+    p.add_argument("--fps", type=float, help="pace the source to this many frames per second")
+    p.add_argument("--max-frames", type=int, default=0, metavar="N", help="stop after N frames (0: run until stopped)")
+    p.add_argument("--print-events", action="store_true", help="print each decision event as a JSON line on stdout")
+    p.add_argument("--no-mqtt", action="store_true", help="do not publish (events are only printed/logged)")
+    p.add_argument("--local-broker", action="store_true",
+                   help="use a broker on this machine, starting a private mosquitto if none answers (demo)")
+    p.add_argument("--mqtt-host", help="broker host (overrides mqtt.host)")
+    p.add_argument("--mqtt-port", type=int, help="broker port (overrides mqtt.port)")
+    p.add_argument("--base-topic", help="MQTT base topic (overrides mqtt.base_topic; default edge_app/<device_id>)")
+    p.add_argument("--device-id", help="device id (overrides device_id; default: host name)")
+    p.add_argument("--client-id", help="MQTT client id (overrides mqtt.client_id)")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def apply_overrides(cfg, args: argparse.Namespace) -> None:
+    """Command-line options win over the config file."""
+    if args.path:
+        cfg.source.kind, cfg.source.path = "files", args.path
+    if args.source:
+        cfg.source.kind = args.source
+    if args.once:
+        cfg.source.loop = False
+    if args.fps is not None:
+        cfg.source.fps = args.fps
+    if args.no_mqtt:
+        cfg.mqtt.enabled = False
+    for opt, key in (("mqtt_host", "host"), ("mqtt_port", "port"), ("base_topic", "base_topic"), ("client_id", "client_id")):
+        if getattr(args, opt) is not None:
+            setattr(cfg.mqtt, key, getattr(args, opt))
+    if args.device_id:
+        cfg.device_id = args.device_id
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    apply_overrides(cfg, args)
+    device_id = cfg.resolved_device_id()
+    models_dir = cfg.resolved_models_dir()
+    try:
+        detector = load_detector(models_dir, cfg.detector.threads, cfg.detector.min_score)
+        scorer = load_scorer(models_dir, cfg.liveness.models, cfg.liveness.threads)
+    except ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("device %s: models %s, fused threshold %.4f (%s)", device_id,
+             ", ".join(f"{k} {v}" for k, v in scorer.versions().items()), scorer.threshold, scorer.fusion.source)
+
+    sinks = []
+    if args.print_events:
+        sinks.append(lambda event: print(json.dumps(event), flush=True))
+    broker = publisher = None
+    next_seq = None
+    if cfg.mqtt.enabled:
+        if args.local_broker:
+            from edge_app.local_broker import find_or_start
+
+            broker = find_or_start(cfg.mqtt.host, cfg.mqtt.port)
+            if broker:
+                cfg.mqtt.host, cfg.mqtt.port = broker.host, broker.port
+        from edge_app.mqtt import MqttPublisher
+
+        publisher = MqttPublisher(cfg.mqtt, device_id, cfg.resolved_state_dir(), models=scorer.versions())
+        publisher.start()
+        sinks.append(publisher.publish_event)
+        next_seq = publisher.next_seq
+    else:
+        log.info("MQTT disabled: events are not published")
+
+    pipeline = Pipeline(cfg, detector, scorer, device_id, sinks=sinks, next_seq=next_seq)
+    if publisher:
+        publisher.set_verify_handler(lambda: pipeline.latest(max_age_s=2 * cfg.decision.max_frame_age_s + 1.0))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        source = open_source(cfg.source)
+    except SourceError as exc:
+        log.error("cannot open frame source: %s", exc)
+        if publisher:
+            publisher.stop()
+        if broker:
+            broker.stop()
+        return 3
+    log.info("reading frames from %s", source.name)
+    try:
+        stats = pipeline.run(source, max_frames=args.max_frames, stop=stop,
+                             health=publisher.publish_health if publisher else None)
+    finally:
+        source.close()
+        if publisher:
+            publisher.stop()
+        if broker:
+            broker.stop()
+    s = stats.summary()
+    log.info("done: %d frames (%d failed), %d faces, %d events, %.1f frames/s", s["frames"], s["failures"],
+             s["faces"], s["events"], s["fps"])
+    return 0

@@ -1,0 +1,149 @@
+"""Face detection with MediaPipe's BlazeFace short-range model (128x128, 896 anchors).
+
+Anchors follow MediaPipe's SsdAnchorsCalculator for this model; decoding and weighted
+non-max suppression follow its TensorsToDetections and NonMaxSuppression calculators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edge_app.tflite_model import Model, load_model
+
+INPUT_SIZE = 128
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face in frame pixel coordinates."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+    keypoints: tuple[tuple[float, float], ...] = ()
+
+    def box(self) -> tuple[int, int, int, int]:
+        return (int(round(self.x)), int(round(self.y)), int(round(self.w)), int(round(self.h)))
+
+
+def ssd_anchors(input_size: int = INPUT_SIZE, strides=(8, 16, 16, 16), offset: float = 0.5) -> np.ndarray:
+    """(N, 2) anchor centres in [0, 1]; layers that share a stride share a grid (2 per cell each)."""
+    centres = []
+    i = 0
+    while i < len(strides):
+        stride = strides[i]
+        per_cell = 0
+        # MediaPipe merges consecutive layers with the same stride; each layer adds 2 anchors
+        # (aspect ratio 1.0 plus the interpolated scale) per cell.
+        while i < len(strides) and strides[i] == stride:
+            per_cell += 2
+            i += 1
+        cells = int(np.ceil(input_size / stride))
+        ys, xs = np.meshgrid((np.arange(cells) + offset) / cells, (np.arange(cells) + offset) / cells, indexing="ij")
+        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centres.append(np.repeat(grid, per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def letterbox(rgb: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float, float, float]:
+    """Resize keeping aspect ratio into a size x size canvas; returns (image, scale, pad_x, pad_y).
+
+    pad_x/pad_y are the normalised padding on each side, needed to map boxes back.
+    """
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+    canvas = np.zeros((size, size, 3), np.uint8)
+    ox, oy = (size - nw) // 2, (size - nh) // 2
+    canvas[oy : oy + nh, ox : ox + nw] = resized
+    return canvas, scale, ox / size, oy / size
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float = 0.3):
+    """MediaPipe's weighted NMS: overlapping candidates are averaged by score, not dropped.
+
+    boxes are (N, 4) x1, y1, x2, y2. Returns a list of (box, score, keypoints).
+    """
+    order = np.argsort(-scores)
+    remaining = order
+    kept = []
+    while remaining.size:
+        top = remaining[0]
+        overlap = _iou(boxes[top], boxes[remaining])
+        group = remaining[overlap > iou_threshold]
+        weights = scores[group][:, None]
+        box = (boxes[group] * weights).sum(0) / weights.sum()
+        kps = (keypoints[group] * weights[:, :, None]).sum(0) / weights.sum()
+        kept.append((box, float(scores[top]), kps))
+        remaining = remaining[overlap <= iou_threshold]
+    return kept
+
+
+@dataclass
+class FaceDetector:
+    model: Model
+    min_score: float = 0.5
+    iou_threshold: float = 0.3
+    min_size: float = 0.0  # faces narrower than this fraction of the frame are ignored
+
+    def __post_init__(self) -> None:
+        self.anchors = ssd_anchors()
+        self._input = np.empty((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in an (H, W, 3) uint8 RGB frame, best first, in frame pixel coordinates."""
+        h, w = rgb.shape[:2]
+        canvas, _, pad_x, pad_y = letterbox(rgb)
+        np.multiply(canvas, 1.0 / 127.5, out=self._input[0], casting="unsafe")
+        self._input -= 1.0
+        regressors, logits = self.model.run(self._input)
+        raw = regressors[0]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[0, :, 0], -80.0, 80.0)))
+        candidates = np.nonzero(scores >= self.min_score)[0]
+        if candidates.size == 0:
+            return []
+        reg = raw[candidates] / INPUT_SIZE
+        anc = self.anchors[candidates]
+        cx = reg[:, 0] + anc[:, 0]
+        cy = reg[:, 1] + anc[:, 1]
+        bw, bh = reg[:, 2], reg[:, 3]
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+        kps = reg[:, 4:16].reshape(-1, 6, 2) + anc[:, None, :]
+        faces = []
+        # undo the letterbox: normalised canvas coords -> frame pixels
+        span_x, span_y = 1.0 - 2 * pad_x, 1.0 - 2 * pad_y
+        for box, score, kp in weighted_nms(boxes, scores[candidates], kps, self.iou_threshold):
+            x1 = (box[0] - pad_x) / span_x * w
+            y1 = (box[1] - pad_y) / span_y * h
+            x2 = (box[2] - pad_x) / span_x * w
+            y2 = (box[3] - pad_y) / span_y * h
+            x1, y1 = max(0.0, x1), max(0.0, y1)
+            x2, y2 = min(float(w), x2), min(float(h), y2)
+            if x2 - x1 < 2 or y2 - y1 < 2 or (x2 - x1) < self.min_size * w:
+                continue
+            points = tuple(((p[0] - pad_x) / span_x * w, (p[1] - pad_y) / span_y * h) for p in kp)
+            faces.append(Face(x1, y1, x2 - x1, y2 - y1, score, points))
+        return faces
+
+
+def load_detector(models_dir: str | Path, num_threads: int = 1, min_score: float = 0.5) -> FaceDetector:
+    model = load_model(Path(models_dir) / "face_detection_short_range.json", num_threads=num_threads)
+    return FaceDetector(model, min_score=min_score)
