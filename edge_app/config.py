@@ -59,7 +59,9 @@ class DecisionConfig:
     window: int = 5  # frames of one face aggregated into one decision
     min_frames: int = 3  # fewer valid frames than this: uncertain, never live
     max_frame_age_s: float = 1.0  # an older frame is stale: its face cannot be live
-    uncertain_margin: float = 0.05  # fused score in [threshold - margin, threshold): uncertain
+    # a fused score up to this many logit units below the threshold is uncertain, not attack;
+    # logit units because thresholds sit anywhere in (0, 1) and scores crowd near 0 and 1
+    uncertain_margin: float = 0.5
     track_iou: float = 0.3  # box overlap for "the same face" across frames
     lost_after_frames: int = 3  # a face track ends after this many frames without it
 
@@ -85,11 +87,48 @@ class MqttConfig:
     health_interval_s: float = 30.0
     discovery_prefix: str = "homeassistant"
     discovery: bool = True
+    # reconnect backoff: the first retry waits reconnect_min_s, each next one twice as long, capped
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
 
 
 @dataclass
 class LogConfig:
     level: str = "INFO"
+
+
+@dataclass
+class SnapshotConfig:
+    """Privacy by default: no frame is written unless ``enabled``; see docs/privacy.md."""
+
+    enabled: bool = False
+    dir: str = ""  # empty: <state_dir>/snapshots (created 0700, files 0600)
+    decisions: list[str] = field(default_factory=lambda: ["attack"])  # which decisions get a snapshot
+    retention_hours: float = 72.0  # older snapshots are deleted (at start and every purge_interval_s)
+    purge_interval_s: float = 3600.0
+    face_margin: float = 0.25  # the subject's face box grown by this fraction each side stays sharp
+    min_interval_s: float = 10.0  # at most one snapshot per this many seconds
+    max_files: int = 500  # beyond this the oldest snapshots are deleted
+
+
+@dataclass
+class IndicatorConfig:
+    """An output that is on exactly while the camera is capturing."""
+
+    kind: str = "none"  # none | gpiochip | sysfs | file
+    chip: str = "gpiochip0"  # gpiochip: chip name or /dev/gpiochipN path
+    line: int = -1  # gpiochip: line offset; sysfs: GPIO number
+    active_high: bool = True
+    path: str = ""  # file: written "1"/"0", e.g. /sys/class/leds/<led>/brightness
+
+
+@dataclass
+class DoctorConfig:
+    """Thresholds of ``edge-app doctor``."""
+
+    min_free_mb: int = 200  # free space needed where the spool and snapshots live
+    max_cpu_temp_c: float = 80.0  # warn at or above this CPU temperature
+    broker_timeout_s: float = 5.0
 
 
 @dataclass
@@ -102,6 +141,9 @@ class Config:
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    indicator: IndicatorConfig = field(default_factory=IndicatorConfig)
+    doctor: DoctorConfig = field(default_factory=DoctorConfig)
 
     def resolved_device_id(self) -> str:
         return self.device_id or socket.gethostname().split(".")[0] or "edge-app"
@@ -117,6 +159,7 @@ _CHOICES = {
     "source.kind": ("sample", "files", "synthetic", "picamera2"),
     "mqtt.protocol": ("3.1.1", "5"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "indicator.kind": ("none", "gpiochip", "sysfs", "file"),
 }
 
 
@@ -185,6 +228,20 @@ def validate(cfg: Config, origin: str = "config") -> Config:
         raise ConfigError(f"{origin}: mqtt.port: {cfg.mqtt.port} is not a TCP port")
     if not cfg.liveness.models:
         raise ConfigError(f"{origin}: liveness.models: name at least one model")
+    snap = cfg.snapshots
+    bad = sorted(set(snap.decisions) - {"live", "attack", "uncertain", "error"})
+    if bad:
+        raise ConfigError(f"{origin}: snapshots.decisions: {bad} not among live, attack, uncertain, error")
+    positive("snapshots.retention_hours", snap.retention_hours)
+    positive("snapshots.purge_interval_s", snap.purge_interval_s)
+    positive("snapshots.max_files", snap.max_files)
+    if snap.face_margin < 0 or snap.min_interval_s < 0:
+        raise ConfigError(f"{origin}: snapshots.face_margin and snapshots.min_interval_s must not be negative")
+    if cfg.indicator.kind in ("gpiochip", "sysfs") and cfg.indicator.line < 0:
+        raise ConfigError(f"{origin}: indicator.line: set the GPIO line for indicator.kind = {cfg.indicator.kind!r}")
+    if cfg.indicator.kind == "file" and not cfg.indicator.path:
+        raise ConfigError(f"{origin}: indicator.path: set the file for indicator.kind = 'file'")
+    positive("doctor.broker_timeout_s", cfg.doctor.broker_timeout_s)
     return cfg
 
 

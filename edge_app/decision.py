@@ -53,17 +53,22 @@ def decide(window: list[Observation], threshold: float, min_frames: int, margin:
     mean = float(np.mean([o.fused for o in valid]))
     names = valid[0].scores.keys()
     scores = {n: float(np.mean([o.scores[n] for o in valid if n in o.scores])) for n in names}
-    if mean < threshold - margin and len(valid) >= min_frames:
+    if _logit(mean) < _logit(threshold) - margin and len(valid) >= min_frames:
         return Decision("attack", mean, scores, **base)
     if len(valid) < min_frames:
         reason = f"{len(valid)} valid frame(s) of {min_frames} needed"
     elif failed:
         reason = "failed frame(s) in window: " + "; ".join(sorted({o.reason for o in failed}))
     elif mean < threshold:
-        reason = f"score {mean:.3f} within margin below threshold {threshold:.3f}"
+        reason = f"score {mean:.4g} within the uncertain margin below threshold {threshold:.4g}"
     else:
         return Decision("live", mean, scores, **base)
     return Decision("uncertain", mean, scores, reason=reason, **base)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return float(np.log(p / (1 - p)))
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

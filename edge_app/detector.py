@@ -139,8 +139,8 @@ class FaceDetector:
             x2, y2 = min(float(w), x2), min(float(h), y2)
             if x2 - x1 < 2 or y2 - y1 < 2 or (x2 - x1) < self.min_size * w:
                 continue
-            points = tuple(((p[0] - pad_x) / span_x * w, (p[1] - pad_y) / span_y * h) for p in kp)
-            faces.append(Face(x1, y1, x2 - x1, y2 - y1, score, points))
+            points = tuple((float((p[0] - pad_x) / span_x * w), float((p[1] - pad_y) / span_y * h)) for p in kp)
+            faces.append(Face(float(x1), float(y1), float(x2 - x1), float(y2 - y1), score, points))
         return faces
 
 

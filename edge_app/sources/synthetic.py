@@ -21,7 +21,7 @@ class SyntheticSource:
     width: int = 640
     height: int = 480
     face: np.ndarray | None = None  # RGB image of a face to paste; None: empty scene
-    face_height_fraction: float = 0.6
+    face_height_fraction: float = 0.75
     frames: int = 0  # 0: endless
     fail_at: tuple[int, ...] = ()  # frame numbers that raise SourceError
     age_s: float = 0.0  # report frames as captured this long ago (stale-frame tests)
@@ -61,7 +61,12 @@ class SyntheticSource:
         pass
 
 
-def open_source(cfg: SourceConfig) -> SyntheticSource:
+def sample_head() -> np.ndarray:
+    """Head and shoulders of the built-in sample portrait, for pasting into synthetic scenes."""
     from edge_app.sources.sample import sample_image
 
-    return SyntheticSource(width=cfg.width, height=cfg.height, face=sample_image("live"), fps=cfg.fps)
+    return sample_image("live")[0:300, 160:430]
+
+
+def open_source(cfg: SourceConfig) -> SyntheticSource:
+    return SyntheticSource(width=cfg.width, height=cfg.height, face=sample_head(), fps=cfg.fps)
