@@ -132,6 +132,19 @@ class DoctorConfig:
 
 
 @dataclass
+class ForensicsConfig:
+    """Still-image forensics (``edge-app forensics``, MQTT ``check_image``)."""
+
+    model: str = "forensics_cnn"
+    threads: int = 1
+    threshold: float = 0.0  # 0: the calibrated threshold in the model's metadata
+    max_bytes: int = 50_000_000  # encoded images larger than this are refused unread
+    max_pixels: int = 40_000_000  # decoded size above this is refused before decoding
+    analysis_max_pixels: int = 4_000_000  # above this: downscale (weakens JPEG traces) or refuse
+    oversize: str = "downscale"  # downscale | refuse
+
+
+@dataclass
 class Config:
     device_id: str = ""
     state_dir: str = ""  # empty: ~/.local/state/edge-app (systemd: /var/lib/edge-app)
@@ -144,6 +157,7 @@ class Config:
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     indicator: IndicatorConfig = field(default_factory=IndicatorConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
+    forensics: ForensicsConfig = field(default_factory=ForensicsConfig)
 
     def resolved_device_id(self) -> str:
         return self.device_id or socket.gethostname().split(".")[0] or "edge-app"
@@ -160,6 +174,7 @@ _CHOICES = {
     "mqtt.protocol": ("3.1.1", "5"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "indicator.kind": ("none", "gpiochip", "sysfs", "file"),
+    "forensics.oversize": ("downscale", "refuse"),
 }
 
 
