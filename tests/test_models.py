@@ -115,3 +115,13 @@ def test_shipped_metadata_states_data_threshold_and_evaluation(models_dir):
         for key in ("threshold", "operating_point", "evaluation", "training_data", "sha256", "input", "output"):
             assert key in meta, (name, key)
         assert 0.0 <= meta["threshold"] <= 1.0
+
+
+@pytest.mark.parametrize("name", LIVENESS)
+def test_int8_liveness_models_run_whole_in_one_xnnpack_partition(models_dir, name):
+    from edge_app.interpreters import backend_name, delegate_partitions
+
+    if backend_name() != "litert":
+        pytest.skip("tflite-runtime does not hand int8 graphs to XNNPACK")
+    m = load_model(models_dir / f"{name}.json")
+    assert delegate_partitions(m.interpreter) == (1, True)

@@ -46,3 +46,23 @@ def create_interpreter(model_path: str | Path, num_threads: int = 1, backend: st
     except (ValueError, RuntimeError) as exc:
         raise InterpreterUnavailable(f"{model_path}: the TFLite runtime cannot load this model: {exc}") from exc
     return interpreter
+
+
+def delegate_partitions(interpreter) -> tuple[int, bool]:
+    """(number of delegate partitions, whether one partition runs the whole graph).
+
+    A delegated subgraph shows up as a DELEGATE node among the interpreter's nodes; the
+    whole graph is delegated when a single such node reads the model input and writes
+    every model output. Several partitions mean the CPU kernels run between them.
+    """
+    ops = interpreter._get_ops_details()
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    if len(delegates) != 1:
+        return len(delegates), False
+    node = delegates[0]
+    ins = {int(i) for i in node["inputs"]}
+    outs = {int(o) for o in node["outputs"]}
+    whole = all(int(d["index"]) in ins for d in interpreter.get_input_details()) and all(
+        int(d["index"]) in outs for d in interpreter.get_output_details()
+    )
+    return 1, whole
