@@ -10,7 +10,7 @@ import sys
 
 from edge_app import __version__
 
-COMMANDS = ("run", "liveness")
+COMMANDS = ("run", "liveness", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

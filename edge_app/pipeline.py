@@ -73,6 +73,8 @@ class Pipeline:
         self.decisions = DecisionMaker(cfg.decision, scorer.threshold)
         self.stats = Stats()
         self.frame_hooks: list[Callable[[], None]] = []  # e.g. the systemd watchdog
+        # called with (frame, faces, events) after each processed frame, e.g. review snapshots
+        self.frame_observers: list[Callable[[Frame, list[Face], list[dict]], None]] = []
         self._latest: tuple[float, dict] | None = None
         self._lock = threading.Lock()
 
@@ -123,7 +125,13 @@ class Pipeline:
         timing["capture_to_decision"] = (time.monotonic() - frame.captured_at) * 1e3
         for stage, ms in timing.items():
             self.stats.add(stage, ms)
-        return self.emit(decisions, timing)
+        events = self.emit(decisions, timing)
+        for observer in self.frame_observers:
+            try:
+                observer(frame, faces, events)
+            except Exception:  # an observer must not stop decisions
+                log.exception("frame observer %r failed", observer)
+        return events
 
     def fail(self, reason: str) -> list[dict]:
         self.stats.failures += 1

@@ -11,8 +11,11 @@ import threading
 
 from edge_app.commands import add_common, config_from_args
 from edge_app.detector import load_detector
+from edge_app.indicator import IndicatorError, open_indicator
 from edge_app.liveness import load_scorer
 from edge_app.pipeline import Pipeline
+from edge_app.sdnotify import Notifier, Watchdog
+from edge_app.snapshots import SnapshotError, SnapshotWriter
 from edge_app.sources import SourceError, open_source
 from edge_app.tflite_model import ModelError
 
@@ -63,6 +66,13 @@ def apply_overrides(cfg, args: argparse.Namespace) -> None:
         cfg.device_id = args.device_id
 
 
+def _status(pipeline: Pipeline, publisher) -> str:
+    """One STATUS= line for systemctl status."""
+    st = pipeline.stats
+    spool = f", {publisher.spool_depth()} unsent" if publisher else ""
+    return f"{st.frames} frames ({st.failures} failed), {st.events} events{spool}"
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     apply_overrides(cfg, args)
@@ -104,25 +114,51 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+
+    def shutdown() -> None:
+        if publisher:
+            publisher.stop()
+        if broker:
+            broker.stop()
+
+    # privacy: snapshots only when enabled (expired ones purged even when not); the indicator
+    # is on from before the camera opens until after it is closed, whatever happens between
+    notifier = Notifier()
+    snapshots = SnapshotWriter(cfg.snapshots, cfg.resolved_state_dir())
+    indicator = None
+    try:
+        snapshots.start()
+        indicator = open_indicator(cfg.indicator)
+        indicator.on()
+    except (SnapshotError, IndicatorError) as exc:
+        log.error("%s", exc)
+        if indicator:
+            indicator.close()
+        shutdown()
+        return 4
+    pipeline.frame_observers.append(snapshots)
+    pipeline.frame_hooks.append(Watchdog(notifier, status=lambda: _status(pipeline, publisher)))
     try:
         source = open_source(cfg.source)
     except SourceError as exc:
         log.error("cannot open frame source: %s", exc)
-        if publisher:
-            publisher.stop()
-        if broker:
-            broker.stop()
+        indicator.close()
+        shutdown()
         return 3
+    except BaseException:
+        indicator.close()
+        shutdown()
+        raise
     log.info("reading frames from %s", source.name)
+    notifier.ready(f"reading frames from {source.name}")
     try:
         stats = pipeline.run(source, max_frames=args.max_frames, stop=stop,
                              health=publisher.publish_health if publisher else None)
     finally:
+        notifier.stopping("stopping")
         source.close()
-        if publisher:
-            publisher.stop()
-        if broker:
-            broker.stop()
+        indicator.close()
+        shutdown()
     s = stats.summary()
     log.info("done: %d frames (%d failed), %d faces, %d events, %.1f frames/s", s["frames"], s["failures"],
              s["faces"], s["events"], s["fps"])
