@@ -55,3 +55,14 @@ def test_cli_stops_at_startup_with_the_key(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "liveness.model: unknown key" in r.stderr
+
+
+def test_unreadable_and_binary_config_files_are_named(tmp_path):
+    d = tmp_path / "dir.toml"
+    d.mkdir()
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(d)
+    b = write(tmp_path, "")
+    b.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_config(b)

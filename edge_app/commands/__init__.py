@@ -17,11 +17,20 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="override log.level")
 
 
+class OneLineFormatter(logging.Formatter):
+    """Tracebacks folded onto the record's line: journald shows one entry per event."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
 def setup_logging(level: str) -> None:
     # Under systemd, journald adds its own timestamps; elsewhere a timestamp helps.
-    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=getattr(logging, level), format=fmt, stream=sys.stderr, force=True)
+    journald = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(name)s: %(message)s" if journald else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(fmt) if journald else logging.Formatter(fmt))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
