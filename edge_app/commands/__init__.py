@@ -17,6 +17,22 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="override log.level")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now, not the stream it was created with (tests and
+    embedding programs swap sys.stderr; a handler holding a closed stream loses records)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 class OneLineFormatter(logging.Formatter):
     """Tracebacks folded onto the record's line: journald shows one entry per event."""
 
@@ -28,7 +44,7 @@ def setup_logging(level: str) -> None:
     # Under systemd, journald adds its own timestamps; elsewhere a timestamp helps.
     journald = bool(os.environ.get("JOURNAL_STREAM"))
     fmt = "%(levelname)s %(name)s: %(message)s" if journald else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(OneLineFormatter(fmt) if journald else logging.Formatter(fmt))
     logging.basicConfig(level=getattr(logging, level), handlers=[handler], force=True)
 

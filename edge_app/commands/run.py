@@ -6,10 +6,10 @@ import argparse
 import json
 import logging
 import signal
-import sys
 import threading
 
 from edge_app.commands import add_common, config_from_args
+from edge_app.config import ConfigError
 from edge_app.detector import load_detector
 from edge_app.indicator import IndicatorError, open_indicator
 from edge_app.liveness import load_scorer
@@ -100,8 +100,15 @@ def run(args: argparse.Namespace) -> int:
             if broker:
                 cfg.mqtt.host, cfg.mqtt.port = broker.host, broker.port
         from edge_app.mqtt import MqttPublisher
+        from edge_app.spool import SpoolError
 
-        publisher = MqttPublisher(cfg.mqtt, device_id, cfg.resolved_state_dir(), models=scorer.versions())
+        try:
+            publisher = MqttPublisher(cfg.mqtt, device_id, cfg.resolved_state_dir(), models=scorer.versions())
+        except (ConfigError, SpoolError) as exc:
+            log.error("%s", exc)
+            if broker:
+                broker.stop()
+            return 2
         publisher.start()
         sinks.append(publisher.publish_event)
         next_seq = publisher.next_seq
