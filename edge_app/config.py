@@ -36,6 +36,9 @@ class SourceConfig:
     lores_width: int = 320  # picamera2 low-res stream for detection
     lores_height: int = 240
     camera_index: int = 0
+    # read frames on a thread so capture overlaps inference; a live (camera or paced)
+    # source then keeps only the newest frames instead of queueing stale ones
+    prefetch: bool = True
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,6 +21,7 @@ from edge_app.detector import Face, FaceDetector
 from edge_app.events import DecisionEvent, SequenceCounter
 from edge_app.liveness import LivenessScorer
 from edge_app.sources import Frame, FrameSource, SourceError
+from edge_app.sources.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,22 @@ class Stats:
     failures: int = 0
     faces: int = 0
     events: int = 0
+    dropped: int = 0  # frames a live source produced while the pipeline was busy
     stage_ms: dict[str, list[float]] = field(default_factory=dict)
+    frame_done: deque = field(default_factory=lambda: deque(maxlen=256))  # monotonic times
 
     def add(self, stage: str, ms: float) -> None:
         values = self.stage_ms.setdefault(stage, [])
         values.append(ms)
         if len(values) > 1000:
             del values[:500]
+
+    def recent_fps(self) -> float:
+        """Frames per second over the last (up to) 256 frames, not since start."""
+        done = self.frame_done
+        if len(done) < 2 or done[-1] <= done[0]:
+            return 0.0
+        return (len(done) - 1) / (done[-1] - done[0])
 
     def summary(self) -> dict:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -50,7 +61,9 @@ class Stats:
             "failures": self.failures,
             "faces": self.faces,
             "events": self.events,
-            "fps": round(self.frames / elapsed, 2),
+            "dropped": self.dropped,
+            "fps": round(self.recent_fps(), 2),
+            "fps_since_start": round(self.frames / elapsed, 2),
             "stage_ms": {k: {"p50": round(float(np.percentile(v, 50)), 3), "p95": round(float(np.percentile(v, 95)), 3)}
                          for k, v in self.stage_ms.items() if v},
         }
@@ -120,6 +133,7 @@ class Pipeline:
         stale = f"stale frame ({age:.2f} s old)" if age > self.cfg.decision.max_frame_age_s else ""
         observations = [self.observe(frame, face, stale, timing) for face in faces]
         self.stats.frames += 1
+        self.stats.frame_done.append(time.monotonic())
         self.stats.faces += len(faces)
         decisions = self.decisions.frame(observations)
         timing["capture_to_decision"] = (time.monotonic() - frame.captured_at) * 1e3
@@ -171,6 +185,19 @@ class Pipeline:
     def run(self, source: FrameSource, max_frames: int = 0, stop: threading.Event | None = None,
             health: Callable[[dict], None] | None = None) -> Stats:
         stop = stop or threading.Event()
+        reader: FrameSource = source
+        if self.cfg.source.prefetch:
+            live = self.cfg.source.kind == "picamera2" or self.cfg.source.fps > 0
+            reader = Prefetcher(source, depth=2, drop_stale=live)
+        try:
+            return self._loop(reader, max_frames, stop, health)
+        finally:
+            if reader is not source:
+                reader.stop()
+                self.stats.dropped = reader.dropped
+
+    def _loop(self, source: FrameSource, max_frames: int, stop: threading.Event,
+              health: Callable[[dict], None] | None) -> Stats:
         interval = self.cfg.mqtt.health_interval_s
         next_health = time.monotonic() + interval
         attempts = 0

@@ -35,7 +35,7 @@ def test_run_on_the_sample_prints_decision_events():
         assert e["frames"] == Config().decision.window
         assert set(e["scores"]) == set(Config().liveness.models)
         assert e["box"] and len(e["box"]) == 4
-    assert "done: 48 frames" in r.stderr
+    assert "done: 48 frames (0 failed, 0 dropped while busy)" in r.stderr
 
 
 def test_camera_failures_are_reported_fail_closed_and_the_loop_goes_on(detector, scorer):
@@ -109,3 +109,35 @@ def test_missing_files_source_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edge_app", "run", "--no-mqtt", "--path", str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 3 and "no images found" in r.stderr
+
+
+def test_prefetch_keeps_order_and_errors_for_unpaced_sources(detector, scorer):
+    from edge_app.sources.prefetch import Prefetcher
+
+    reader = Prefetcher(SyntheticSource(face=None, frames=6, fail_at=(3,)), depth=2, drop_stale=False)
+    seen = []
+    while True:
+        try:
+            frame = reader.read()
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+            continue
+        if frame is None:
+            break
+        seen.append(frame.seq)
+    reader.close()
+    assert seen == [1, 2, "SourceError", 4, 5, 6] and reader.dropped == 0
+
+
+def test_prefetch_drops_stale_frames_of_a_live_source_instead_of_lagging():
+    import time
+
+    from edge_app.sources.prefetch import Prefetcher
+
+    reader = Prefetcher(SyntheticSource(face=None, frames=200, fps=400), depth=2, drop_stale=True)
+    first = reader.read()
+    time.sleep(0.2)  # a slow consumer: ~80 frames arrive meanwhile
+    nxt = reader.read()
+    reader.close()
+    assert nxt.seq - first.seq > 20  # it skipped ahead to recent frames
+    assert reader.dropped > 20

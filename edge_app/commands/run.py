@@ -167,6 +167,6 @@ def run(args: argparse.Namespace) -> int:
         indicator.close()
         shutdown()
     s = stats.summary()
-    log.info("done: %d frames (%d failed), %d faces, %d events, %.1f frames/s", s["frames"], s["failures"],
-             s["faces"], s["events"], s["fps"])
+    log.info("done: %d frames (%d failed, %d dropped while busy), %d faces, %d events, %.1f frames/s",
+             s["frames"], s["failures"], s["dropped"], s["faces"], s["events"], s["fps_since_start"])
     return 0
