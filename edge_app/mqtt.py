@@ -454,6 +454,7 @@ class MqttPublisher:
         self._wake = threading.Event()
         self._acks: collections.deque = collections.deque()  # (mid, reason code) from paho's thread
         self._unspooled: collections.deque = collections.deque(maxlen=1000)  # only when the spool fails
+        self._incoming: collections.deque = collections.deque()  # from the camera thread, not yet spooled
         # sender-thread state
         self._inflight: dict[int, int] = {}  # paho mid -> spool row id
         self._cursor = 0  # last spool row handed to paho
@@ -509,15 +510,9 @@ class MqttPublisher:
             log.error("event %s cannot be encoded as JSON and is not published: %s", event.get("event_id"), exc)
             return
         seq = event.get("seq") if isinstance(event.get("seq"), int) else None
-        try:
-            self.spool.put(str(event["event_id"]), payload, seq, state=payload)
-        except SpoolError as exc:
-            # Durability is gone, delivery need not be: keep it in memory and say so.
-            log.error("%s; publishing it without the spool", exc)
-            self._unspooled.append(payload)
-        except Exception as exc:  # the spool was closed by stop(), or a bug: never into the camera loop
-            log.error("event %s not spooled: %s", event["event_id"], exc)
-            return
+        # The SQLite commit (an fsync, milliseconds on an SD card) happens on the sender
+        # thread, batched; the event is published only after it is in the spool.
+        self._incoming.append((str(event["event_id"]), payload, seq))
         self._state_payload = payload
         self._state_dirty = True
         self._wake.set()
@@ -527,7 +522,7 @@ class MqttPublisher:
         doc = {"schema": SCHEMA_VERSION, "device_id": self.device_id, "timestamp": utc_now()}
         doc.update(health or {})
         doc.update({
-            "spool_depth": self.spool.depth(),
+            "spool_depth": self.spool_depth(),
             "spool_dropped": self.spool.dropped(),
             "events_sent": self._sent,
             "uptime_s": round(time.monotonic() - self._started_at, 1),
@@ -549,7 +544,8 @@ class MqttPublisher:
         self._check_image_handler = fn
 
     def spool_depth(self) -> int:
-        return self.spool.depth()
+        """Events not yet acknowledged by the broker (spooled, or about to be)."""
+        return self.spool.depth() + len(self._incoming)
 
     @property
     def connected(self) -> bool:
@@ -570,7 +566,8 @@ class MqttPublisher:
         self._stopped = True
         deadline = time.monotonic() + timeout
         if self._started:
-            while self._connected.is_set() and self.spool.depth() > 0 and time.monotonic() < deadline:
+            while (self._incoming or (self._connected.is_set() and self.spool.depth() > 0)) \
+                    and time.monotonic() < deadline:
                 self._wake.set()
                 time.sleep(0.02)
             self._stopping.set()
@@ -590,6 +587,7 @@ class MqttPublisher:
             self._client.loop_stop()
             self._connected.clear()
         self._stopping.set()
+        self._spool_incoming()  # whatever the sender did not get to: never lost on a clean stop
         left = self.spool.depth()
         if left:
             log.info("MQTT stopped; %d events stay in the spool %s for the next start", left, self.spool.path)
@@ -727,6 +725,7 @@ class MqttPublisher:
             self._wake.wait(0.5)
             self._wake.clear()
             try:
+                self._spool_incoming()
                 self._process_acks()
                 if self._stopping.is_set():  # stop() has already waited for the flush
                     return
@@ -751,6 +750,21 @@ class MqttPublisher:
             except Exception:
                 log.exception("MQTT sender step failed; retrying")
                 time.sleep(0.5)
+
+    def _spool_incoming(self) -> None:
+        batch = []
+        while self._incoming:
+            batch.append(self._incoming.popleft())
+        if not batch:
+            return
+        try:
+            self.spool.put_many(batch, state=batch[-1][1])
+        except SpoolError as exc:
+            # Durability is gone, delivery need not be: keep them in memory and say so.
+            log.error("%s; publishing without the spool", exc)
+            self._unspooled.extend(payload for _, payload, _ in batch)
+        except Exception as exc:  # the spool was closed by stop(), or a bug: log, never crash the sender
+            log.error("%d event(s) not spooled: %s", len(batch), exc)
 
     def _process_acks(self) -> None:
         delivered, refused, why = [], [], ""

@@ -141,33 +141,44 @@ class Spool:
         ``state`` (the retained state payload) is stored in the same transaction so a restarted
         device can re-publish its latest decision.
         """
+        return self.put_many([(event_id, payload, seq)], state)[-1]
+
+    def put_many(self, events: list[tuple[str, str, int | None]], state: str | None = None) -> list[int]:
+        """Store (event_id, payload, seq) events in one transaction: one fsync for the batch."""
         with self._lock:
+            rows = []
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                dropped = 0
-                if self._depth >= self.max_events:
-                    dropped = self._depth - self.max_events + 1
+                dropped = max(0, self._depth + len(events) - self.max_events)
+                if dropped:
                     self._db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
                                      (dropped,))
                     self._set_meta("dropped", self._dropped + dropped)
-                cur = self._db.execute("INSERT INTO events(event_id, seq, payload, created) VALUES(?, ?, ?, ?)",
-                                       (event_id, seq, payload, time.time()))
-                if isinstance(seq, int):
-                    self._set_meta("seq", max(seq, self._seq - 1))
-                    if seq >= self._seq:  # an event numbered elsewhere: never hand out its number again
-                        self._seq = seq + 1
+                top = None
+                for event_id, payload, seq in events:
+                    cur = self._db.execute("INSERT INTO events(event_id, seq, payload, created) VALUES(?, ?, ?, ?)",
+                                           (event_id, seq, payload, time.time()))
+                    rows.append(cur.lastrowid)
+                    if isinstance(seq, int):
+                        top = seq if top is None else max(top, seq)
+                if top is not None:
+                    self._set_meta("seq", max(top, self._seq - 1))
                 if state is not None:
                     self._set_meta("state", state)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise SpoolError(f"spool {self.path}: cannot store event {event_id} ({exc})") from None
-            self._depth += 1 - dropped
+                ids = ", ".join(e[0] for e in events[:3]) + (" ..." if len(events) > 3 else "")
+                raise SpoolError(f"spool {self.path}: cannot store event(s) {ids} ({exc})") from None
+            if top is not None and top >= self._seq:  # events numbered elsewhere: never reuse their numbers
+                self._seq = top + 1
+            # rows dropped from this very batch were never stored: count them, return live ids only
+            self._depth = min(self.max_events, self._depth + len(events))
             if dropped:
                 self._dropped += dropped
                 log.warning("spool %s full (%d events): dropped the %d oldest, %d dropped in total",
                             self.path, self.max_events, dropped, self._dropped)
-            return cur.lastrowid
+            return rows
 
     # -- the sender side ----------------------------------------------------------------------
 

@@ -146,6 +146,32 @@ def test_publish_event_never_waits_for_the_network(tmp_path, publishers):
         server.close()
 
 
+def test_the_spool_commit_runs_on_the_sender_thread_not_the_camera_thread(broker, publishers):
+    """An fsync per event (milliseconds on an SD card) must not sit in the frame loop; events are
+    still spooled before they are published, and a clean stop spools whatever is queued."""
+    pub = publishers(make_cfg(broker))
+    assert pub.wait_connected(5)
+    threads = []
+    real = pub.spool.put_many
+
+    def recording(events, state=None):
+        threads.append(threading.current_thread().name)
+        return real(events, state)
+
+    pub.spool.put_many = recording
+    sub = Subscriber(broker, [pub.topics.events]).start()
+    try:
+        sent = [make_event(pub) for _ in range(20)]
+        for event in sent:
+            pub.publish_event(event)
+        got = sub.wait_for(lambda msgs: len(msgs) >= 20, timeout=10, what="20 events")
+    finally:
+        sub.stop()
+    assert [m.json()["event_id"] for m in got] == [e["event_id"] for e in sent]
+    assert threads and set(threads) == {"mqtt-sender"}
+    assert sum(1 for _ in threads) <= 20  # batched: at most one commit per event
+
+
 # -- availability and last will ----------------------------------------------------------------
 
 PUBLISHER_SCRIPT = """
