@@ -10,7 +10,7 @@ import sys
 
 from edge_app import __version__
 
-COMMANDS = ("run", "liveness", "doctor")
+COMMANDS = ("run", "liveness", "doctor", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

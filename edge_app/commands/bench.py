@@ -1,0 +1,50 @@
+"""``edge-app bench``: the benchmark suite (never part of the tests)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edge_app.commands import add_common, config_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark the device path and write a Markdown report and JSON figures",
+        description="Time every stage, int8 against float models, ELA against the codec floor, and the whole "
+        "pipeline end to end (frame capture to MQTT publish) on the built-in sample at 640x480 and 1280x720, "
+        "with one face and with none. Starts a private mosquitto when no broker answers on 127.0.0.1:1883. "
+        "'edge-app bench ela' runs only the ELA/wavelet benchmark.",
+    )
+    p.add_argument("what", nargs="?", choices=("all", "ela"), default="all", help="all (default) or ela")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON (default: bench-results.json)")
+    p.add_argument("--report", type=Path, metavar="FILE", help="write the Markdown report (default: bench-report.md)")
+    p.add_argument("--frames", type=int, default=600, help="frames per end-to-end case (default 600)")
+    p.add_argument("--repeat", type=int, default=200, help="rounds per stage timing (default 200)")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "ela":
+        from edge_app.bench.ela import main as ela_main
+
+        return ela_main(["--json", str(args.json)] if args.json else [])
+    cfg = config_from_args(args)
+    from edge_app.bench.pipeline import run_suite
+    from edge_app.bench.report import markdown, pi_estimate
+
+    results = run_suite(cfg.resolved_models_dir(), args.frames, args.repeat,
+                        progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    results["pi_estimate"] = pi_estimate(results)
+    json_path = args.json or Path("bench-results.json")
+    report_path = args.report or Path("bench-report.md")
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    report = markdown(results, results["pi_estimate"])
+    report_path.write_text(report)
+    print(report)
+    print(f"figures: {json_path}; report: {report_path}", file=sys.stderr)
+    return 0
