@@ -16,9 +16,7 @@ import logging
 import os
 import platform
 import resource
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edge_app.bench import interleaved, summarize
+from edge_app.bench import interleaved
 from edge_app.config import Config
 from edge_app.crop import crop_face
 from edge_app.decision import DecisionMaker, Observation
