@@ -274,4 +274,4 @@ def test_password_file_and_env_together_are_refused(tmp_path, broker, capsys):
     cfg = write_config(tmp_path, broker, extra="")
     cfg.write_text(cfg.read_text().replace('password_file = ', 'password_env = "X"\npassword_file = '))
     rc, rows = doctor(capsys, "-c", str(cfg), *SKIP_HW)
-    assert rc == 1 and "both set" in detail(rows, "broker")
+    assert rc == 1 and "set one of them, not both" in detail(rows, "broker")

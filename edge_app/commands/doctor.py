@@ -121,35 +121,16 @@ def check_models(cfg: Config) -> list[Result]:
     return results
 
 
-def _password(cfg) -> str | None:
-    """The broker password from mqtt.password_file or mqtt.password_env; raises ValueError naming
-    the source (never the secret)."""
-    if cfg.password_file and cfg.password_env:
-        raise ValueError("mqtt.password_file and mqtt.password_env are both set: set one")
-    if cfg.password_file:
-        try:
-            password = Path(cfg.password_file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"mqtt.password_file {cfg.password_file}: cannot read "
-                             f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
-        if not password:
-            raise ValueError(f"mqtt.password_file {cfg.password_file}: the file is empty")
-        return password
-    if cfg.password_env:
-        if cfg.password_env not in os.environ:
-            raise ValueError(f"mqtt.password_env: environment variable {cfg.password_env} is not set")
-        return os.environ[cfg.password_env]
-    return None
-
-
 def probe_broker(mq, client_id: str, timeout: float) -> Result:
     """Connect with the configured host, port, TLS and credentials and wait for CONNACK."""
     import paho.mqtt.client as mqtt
 
+    from edge_app.mqtt import read_password, tls_context
+
     where = f"{mq.host}:{mq.port}{' (TLS)' if mq.tls else ''}"
     try:
-        password = _password(mq)
-    except ValueError as exc:
+        password = read_password(mq)  # the device's own reading, so doctor checks what run will use
+    except ConfigError as exc:
         return Result("broker", "FAIL", f"{where}: credentials: {exc}")
     if password is not None and not mq.username:
         return Result("broker", "FAIL", f"{where}: credentials: a password is configured but mqtt.username is empty")
@@ -160,13 +141,9 @@ def probe_broker(mq, client_id: str, timeout: float) -> Result:
     if mq.username:
         client.username_pw_set(mq.username, password)
     if mq.tls:
-        for key in ("ca_file", "cert_file", "key_file"):
-            value = getattr(mq, key)
-            if value and not os.access(value, os.R_OK):
-                return Result("broker", "FAIL", f"{where}: mqtt.{key} {value}: missing or not readable")
         try:
-            client.tls_set(ca_certs=mq.ca_file or None, certfile=mq.cert_file or None, keyfile=mq.key_file or None)
-        except (OSError, ValueError, ssl.SSLError) as exc:
+            client.tls_set_context(tls_context(mq))
+        except ConfigError as exc:
             return Result("broker", "FAIL", f"{where}: TLS files unusable: {exc}")
     answer: dict = {}
     done = threading.Event()
