@@ -10,7 +10,7 @@ import sys
 
 from edge_app import __version__
 
-COMMANDS = ("run", "liveness", "doctor", "bench")
+COMMANDS = ("run", "liveness", "doctor", "forensics", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,236 @@
+"""Image forensics: the shipped int8 model through the real interpreter, real JPEGs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_app.cli import main
+from edge_app.forensics import (
+    MODEL_NAME,
+    aggregate,
+    assemble_heatmap,
+    check_image,
+    check_image_bytes,
+    estimate_jpeg_quality,
+    load_analyzer,
+    patch_grid,
+)
+from edge_app.tflite_model import ModelError
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+DATASETS = Path(os.environ.get("EDGE_APP_DATASETS", REPO.parent / "shared" / "datasets"))
+CASIA = DATASETS / "casia1"
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return load_analyzer(MODELS)
+
+
+@pytest.fixture(scope="module")
+def casia_test_items():
+    if not (CASIA / "manifest.csv").is_file():
+        pytest.skip(f"CASIA v1 not found at {CASIA} (set EDGE_APP_DATASETS)")
+    from convert.forensics_data import split_items
+
+    items, _ = split_items()
+    return [i for i in items if i.split == "test"]
+
+
+def _jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with almost no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+# --------------------------------------------------------------------------- model
+
+
+def test_shipped_model_loads_verified_with_its_calibration(analyzer):
+    meta = analyzer.model.metadata
+    assert meta["task"] == "image_forensics"
+    assert meta["input"]["dtype"] == "int8" and meta["input"]["shape"] == [1, 64, 64, 4]
+    assert meta["input"]["patch"] == {**meta["input"]["patch"], "size": 64, "stride": 32}
+    assert meta["input"]["recompress_quality"] == analyzer.recompress_quality
+    assert 0 < analyzer.threshold < 1 and 0 < analyzer.pixel_threshold < 1
+    assert meta["training_data"]["license"] == "CASIA v1: research use"
+    assert "casia_test" in meta["evaluation"] and "operating_point" in meta
+    # the float twin carries the same calibration
+    flt = json.loads((MODELS / f"{MODEL_NAME}_float.json").read_text())
+    assert flt["threshold"] == meta["threshold"]
+
+
+def test_int8_model_runs_whole_in_one_xnnpack_partition(analyzer):
+    from edge_app.interpreters import backend_name, delegate_partitions
+
+    if backend_name() != "litert":
+        pytest.skip("tflite-runtime does not hand int8 graphs to XNNPACK")
+    assert delegate_partitions(analyzer.model.interpreter) == (1, True)
+
+
+def test_a_modified_model_file_is_refused(tmp_path):
+    for suffix in (".tflite", ".json"):
+        shutil.copy(MODELS / f"{MODEL_NAME}{suffix}", tmp_path / f"{MODEL_NAME}{suffix}")
+    data = bytearray((tmp_path / f"{MODEL_NAME}.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / f"{MODEL_NAME}.tflite").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        load_analyzer(tmp_path)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_patch_grid_covers_the_image_on_the_jpeg_block_grid():
+    coords = patch_grid(256, 384, 64, 32)
+    assert len(coords) == 7 * 11
+    odd = patch_grid(250, 301, 64, 32)
+    assert all(y % 8 == 0 and x % 8 == 0 for y, x in odd)
+    heat = assemble_heatmap(np.linspace(0, 1, len(odd)), odd, 250, 301, 64)
+    assert heat.shape == (250, 301) and np.isfinite(heat).all()
+    assert aggregate(np.array([0.1, 0.9, 0.5, 0.7]), "top2") == pytest.approx(0.8)
+
+
+def test_jpeg_quality_is_estimated_from_the_quantization_tables():
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    for q in (60, 75, 90):
+        with Image.open(io.BytesIO(_jpeg(rgb, q))) as im:
+            assert estimate_jpeg_quality(im.quantization) == (q, True)
+
+
+# --------------------------------------------------------------------------- behaviour on real images
+
+
+def test_held_out_casia_tampered_images_score_higher_than_authentic(analyzer, casia_test_items):
+    au = sorted((i for i in casia_test_items if i.label == 0), key=lambda i: i.name)[::16][:10]
+    tp = sorted((i for i in casia_test_items if i.label == 1), key=lambda i: i.name)[::18][:10]
+    scores = {}
+    for group, its in (("authentic", au), ("tampered", tp)):
+        results = [check_image(i.path, analyzer)[0] for i in its]
+        assert all(r["verdict"] in ("authentic", "manipulated") for r in results)
+        scores[group] = np.mean([r["score"] for r in results])
+    assert scores["tampered"] > scores["authentic"], scores
+
+
+def test_a_self_made_splice_lights_up_inside_its_mask(analyzer, casia_test_items):
+    from convert.forensics_data import load_rgb
+
+    au = sorted((i for i in casia_test_items if i.label == 0), key=lambda i: i.name)
+    target = load_rgb(au[0].path)
+    donor = load_rgb(au[len(au) // 2].path)
+    h, w = target.shape[:2]
+    mask = np.zeros((h, w), bool)
+    y0, x0, bh, bw = 83, 141, 90, 110  # off the 8x8 grid, like a hand-made paste
+    mask[y0:y0 + bh, x0:x0 + bw] = True
+    fake = target.copy()
+    fake[mask] = donor[13:13 + bh, 27:27 + bw].reshape(-1, 3)
+    result, img, analysis = check_image(_jpeg(fake, 90), analyzer, name="splice")
+    assert result["verdict"] in ("authentic", "manipulated")
+    inside, outside = analysis.heatmap[mask].mean(), analysis.heatmap[~mask].mean()
+    assert inside > outside, (inside, outside)
+
+
+# --------------------------------------------------------------------------- CLI and bad input
+
+
+@pytest.fixture
+def photo_dir(tmp_path, casia_test_items):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for it in sorted(casia_test_items, key=lambda i: i.name)[::60][:3]:
+        shutil.copy(it.path, d / it.path.name)
+    rgb = np.asarray(Image.open(d / sorted(os.listdir(d))[0]).convert("RGB"))
+    Image.fromarray(rgb).save(d / "lossless.png")  # no JPEG history
+    (d / "notes.jpg").write_text("this is not an image\n")
+    good = (d / sorted(os.listdir(d))[0]).read_bytes()
+    (d / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (d / "huge.png").write_bytes(_png_header_only(60000, 60000))
+    (d / "tiny.jpg").write_bytes(_jpeg(np.zeros((20, 30, 3), np.uint8)))
+    return d
+
+
+def test_cli_writes_csv_and_heatmaps_and_reports_bad_files(photo_dir, tmp_path, capsys):
+    out_csv, heat_dir = tmp_path / "f.csv", tmp_path / "heat"
+    assert main(["forensics", str(photo_dir), str(tmp_path / "missing.jpg"), "--csv", str(out_csv),
+                 "--heatmap", str(heat_dir)]) == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert list(rows[0]) == ["path", "score", "verdict"]
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert len(rows) == 9
+    for name in ("notes.jpg", "truncated.jpg", "huge.png", "tiny.jpg", "missing.jpg"):
+        assert by_name[name]["verdict"] == "error" and by_name[name]["score"] == ""
+    analysed = [r for r in rows if r["verdict"] != "error"]
+    assert len(analysed) == 4 and all(r["verdict"] in ("authentic", "manipulated") for r in analysed)
+    assert all(0 <= float(r["score"]) <= 1 for r in analysed)
+    pngs = sorted(p.name for p in heat_dir.iterdir())
+    assert len(pngs) == 4 and "lossless_forensics.png" in pngs
+    with Image.open(heat_dir / pngs[0]) as im:
+        assert im.width > 2 * 256  # image | ELA side by side
+    printed = capsys.readouterr().out
+    lines = {Path(line.split("\t")[0]).name: line for line in printed.strip().splitlines()}
+    assert "not an image" in lines["notes.jpg"]
+    assert "truncated" in lines["truncated.jpg"]
+    assert "limit" in lines["huge.png"] and "refused" in lines["huge.png"]
+    assert "at least 64x64" in lines["tiny.jpg"]
+    assert "no such file" in lines["missing.jpg"]
+    assert "no JPEG history" in lines["lossless.png"]
+
+
+def test_oversize_policy_from_config(tmp_path, analyzer):
+    rgb = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    data = _jpeg(rgb, 85)
+    cfg_down = tmp_path / "down.toml"
+    cfg_down.write_text("[forensics]\nanalysis_max_pixels = 100000\n")
+    cfg_refuse = tmp_path / "refuse.toml"
+    cfg_refuse.write_text("[forensics]\nanalysis_max_pixels = 100000\noversize = \"refuse\"\n")
+    from edge_app.config import load_config
+
+    down = check_image_bytes(data, config=load_config(cfg_down), analyzer=analyzer)
+    assert down["verdict"] != "error" and down["width"] == 640 and down["analyzed_size"][0] < 640
+    assert any("downscaled" in n for n in down["notes"])
+    refused = check_image_bytes(data, config=load_config(cfg_refuse), analyzer=analyzer)
+    assert refused["verdict"] == "error" and "analysis limit" in refused["error"]
+
+
+def test_check_image_bytes_never_raises(analyzer):
+    for bad in (b"", b"garbage" * 100, _png_header_only(60000, 60000), _jpeg(np.zeros((64, 64, 3), np.uint8))[:200],
+                "not bytes"):
+        r = check_image_bytes(bad, analyzer=analyzer)
+        assert r["verdict"] == "error" and r["error"] and r["score"] is None
+    r = check_image_bytes(b"\xff\xd8" + b"\0" * 50, models_dir="/nonexistent/models")
+    assert r["verdict"] == "error" and "error" in r
+
+
+def test_check_image_bytes_on_a_real_jpeg(analyzer, casia_test_items):
+    item = sorted((i for i in casia_test_items if i.label == 1), key=lambda i: i.name)[0]
+    r = check_image_bytes(item.path.read_bytes(), analyzer=analyzer)
+    assert r["verdict"] in ("authentic", "manipulated")
+    assert (r["width"], r["height"]) in ((384, 256), (256, 384))
+    assert r["source"]["format"] == "JPEG" and r["source"]["jpeg_quality_estimate"]
+    hm = r["heatmap"]
+    assert set(hm) >= {"bbox", "suspect_fraction", "regions", "threshold"}
+    json.dumps(r)  # JSON-ready for MQTT
+    # the default path loads the shipped model itself
+    r2 = check_image_bytes(item.path.read_bytes())
+    assert r2["score"] == pytest.approx(r["score"])
