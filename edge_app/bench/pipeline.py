@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from edge_app.bench import interleaved
+from edge_app.bench.ela import floor, naive_display
 from edge_app.config import Config
 from edge_app.crop import crop_face
 from edge_app.decision import DecisionMaker, Observation
@@ -175,26 +176,6 @@ def peer_variant() -> tuple[dict, dict]:
     return {"peer MiniFASNetV2 float 1t": run}, {"available": True, "file": PEER_MODEL.name,
                                                   "bytes": PEER_MODEL.stat().st_size,
                                                   "xnnpack_partitions": partitions, "xnnpack_whole_graph": whole}
-
-
-def naive_ela_display(rgb: np.ndarray, quality: int = 90) -> np.ndarray:
-    """The ELA most Python code uses: save, reopen, ImageChops, getextrema, Brightness."""
-    from PIL import ImageChops, ImageEnhance
-
-    im = Image.fromarray(rgb)
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    diff = ImageChops.difference(im, Image.open(buf))
-    max_diff = max(hi for _, hi in diff.getextrema()) or 1
-    return np.asarray(ImageEnhance.Brightness(diff).enhance(255.0 / max_diff))
-
-
-def codec_floor(rgb_image: Image.Image, quality: int = 90) -> None:
-    buf = io.BytesIO()
-    rgb_image.save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    Image.open(buf).load()
 
 
 # -- end to end ---------------------------------------------------------------------
@@ -360,10 +341,10 @@ def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dic
         progress("ELA against the codec floor and the naive code ...")
         pil_frame = Image.fromarray(frame)
         results["ela_640x480"] = interleaved({
-            "codec floor (encode+decode)": lambda: codec_floor(pil_frame),
+            "codec floor (encode+decode)": lambda: floor(pil_frame, 90),
             "ours exact": lambda: error_level(frame),
             "ours display": lambda: error_level_display(frame),
-            "naive PIL display": lambda: naive_ela_display(frame),
+            "naive PIL display": lambda: naive_display(frame, 90),
         }, repeat)
         results["wavelet_640x480_gray_ms"] = interleaved({"wavelet 640x480 gray": lambda: noise_residual(frame.mean(axis=2, dtype=np.float32))}, max(10, repeat // 10))
 
