@@ -52,7 +52,7 @@ class DetectorConfig:
 @dataclass
 class LivenessConfig:
     models_dir: str = ""  # empty: the models/ folder shipped with the package
-    models: list[str] = field(default_factory=lambda: ["liveness_cnn"])
+    models: list[str] = field(default_factory=lambda: ["liveness_cnn", "liveness_attn"])
     threads: int = 1
     timeout_s: float = 0.5  # a face whose scoring takes longer is not trusted
 

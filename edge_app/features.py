@@ -10,14 +10,31 @@ from typing import Callable
 
 import numpy as np
 
+from edge_app.ela import error_level_normalized
+from edge_app.wavelet import noise_residual_normalized
+
 
 def _rgb(crop: np.ndarray) -> np.ndarray:
     return crop.astype(np.float32) * (1.0 / 255.0)
 
 
+def _ela(crop: np.ndarray) -> np.ndarray:
+    # ELA of the resized model crop (quality ELA_QUALITY, fixed scale, [0, 1]): taken after
+    # crop_face, so it does not depend on whether the camera frame was ever a JPEG
+    # (picamera2 frames are not, training frames mostly are) nor on the face's size.
+    return error_level_normalized(crop)
+
+
+def _wavelet(crop: np.ndarray) -> np.ndarray:
+    # db4 BayesShrink noise residual of the model crop, per RGB channel, fixed scale, [-1, 1]
+    return noise_residual_normalized(crop)
+
+
 # name -> (channels, function of the uint8 RGB crop returning float32 (H, W, channels))
 FEATURES: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray]]] = {
     "rgb": (3, _rgb),
+    "ela": (3, _ela),
+    "wavelet": (3, _wavelet),
 }
 
 
