@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     live = empty.copy()
     live[:, (W - H) // 2 : (W - H) // 2 + H] = person
     live = recapture(live, rng)
-    attack = simulate(portrait, empty, "print", rng, fill=0.8)
+    # held up close, so the printed face is about as large as the live one (the detector needs it)
+    attack = simulate(portrait, empty, "print", rng, fill=1.05)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, img in (("live", live), ("print", attack), ("empty", empty)):
         Image.fromarray(img).save(args.out / f"{name}.jpg", quality=92)

@@ -455,6 +455,8 @@ class MqttPublisher:
         self._acks: collections.deque = collections.deque()  # (mid, reason code) from paho's thread
         self._unspooled: collections.deque = collections.deque(maxlen=1000)  # only when the spool fails
         self._incoming: collections.deque = collections.deque()  # from the camera thread, not yet spooled
+        self._spooling = 0  # size of the batch being committed by the sender
+        self._depth_lock = threading.Lock()
         # sender-thread state
         self._inflight: dict[int, int] = {}  # paho mid -> spool row id
         self._cursor = 0  # last spool row handed to paho
@@ -545,7 +547,10 @@ class MqttPublisher:
 
     def spool_depth(self) -> int:
         """Events not yet acknowledged by the broker (spooled, or about to be)."""
-        return self.spool.depth() + len(self._incoming)
+        # the spool's count grows before the batch count drops: an event may be counted twice
+        # for an instant, never zero times; the lock is never held across the commit
+        with self._depth_lock:
+            return len(self._incoming) + self._spooling + self.spool.depth()
 
     @property
     def connected(self) -> bool:
@@ -752,11 +757,13 @@ class MqttPublisher:
                 time.sleep(0.5)
 
     def _spool_incoming(self) -> None:
-        batch = []
-        while self._incoming:
-            batch.append(self._incoming.popleft())
-        if not batch:
-            return
+        with self._depth_lock:  # spool_depth() never sees the batch in neither place
+            batch = []
+            while self._incoming:
+                batch.append(self._incoming.popleft())
+            if not batch:
+                return
+            self._spooling = len(batch)  # still counted while the commit runs
         try:
             self.spool.put_many(batch, state=batch[-1][1])
         except SpoolError as exc:
@@ -765,6 +772,8 @@ class MqttPublisher:
             self._unspooled.extend(payload for _, payload, _ in batch)
         except Exception as exc:  # the spool was closed by stop(), or a bug: log, never crash the sender
             log.error("%d event(s) not spooled: %s", len(batch), exc)
+        finally:
+            self._spooling = 0
 
     def _process_acks(self) -> None:
         delivered, refused, why = [], [], ""

@@ -110,7 +110,10 @@ def test_a_good_setup_passes(tmp_path, broker, capsys):
     rc, rows = doctor(capsys, "-c", str(write_config(tmp_path, broker)), *SKIP_HW)
     assert rc == 0, rows
     assert statuses(rows, "config") == ["PASS"]
-    assert statuses(rows, "models") == ["PASS", "PASS", "PASS"]  # detector, liveness_cnn, fusion
+    from edge_app.config import Config
+
+    # the detector, each configured liveness model, and the fusion
+    assert statuses(rows, "models") == ["PASS"] * (len(Config().liveness.models) + 2)
     assert "face_detection_short_range" in detail(rows, "models") and "sha256" in detail(rows, "models")
     assert statuses(rows, "broker") == ["PASS"] and "Success" in detail(rows, "broker")
     assert statuses(rows, "disk") == ["PASS"]
