@@ -7,7 +7,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 
 from edge_app.config import SourceConfig
 from edge_app.images import ImageLoadError, IMAGE_SUFFIXES, load_rgb
