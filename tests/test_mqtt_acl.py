@@ -8,14 +8,14 @@ import logging
 import time
 from pathlib import Path
 
-from broker import Subscriber, free_port, make_passwd, mosquitto, tls_files  # noqa: F401  (fixtures)
+from broker import Subscriber, free_ports, make_passwd, mosquitto, tls_files  # noqa: F401  (fixtures)
 from edge_app.config import MqttConfig
 from edge_app.mqtt import MqttPublisher
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mosquitto"
 
 
-def example_conf(tmp_path: Path, tls_files) -> str:
+def example_conf(tmp_path: Path, tls_files, plain_port: int) -> str:
     passwd = make_passwd(tmp_path / "passwd", {"door1": "pw-door1", "door2": "pw-door2", "hub": "pw-hub"})
     text = (EXAMPLES / "mosquitto.conf").read_text()
     for old, new in (("/etc/mosquitto/passwd", str(passwd)),
@@ -24,14 +24,16 @@ def example_conf(tmp_path: Path, tls_files) -> str:
                      ("/etc/mosquitto/certs/server.crt", str(tls_files.server_cert)),
                      ("/etc/mosquitto/certs/server.key", str(tls_files.server_key)),
                      ("listener 8883\n", "listener {port} 127.0.0.1\n"),
-                     ("listener 1883 127.0.0.1\n", f"listener {free_port()} 127.0.0.1\n")):
+                     ("listener 1883 127.0.0.1\n", f"listener {plain_port} 127.0.0.1\n")):
         assert old in text, f"examples/mosquitto/mosquitto.conf no longer contains {old!r}"
         text = text.replace(old, new)
     return text
 
 
 def test_example_acl_lets_a_device_write_only_its_own_topics(mosquitto, tls_files, tmp_path):
-    broker = mosquitto(conf=example_conf(tmp_path, tls_files))
+    # both listeners' ports picked together: two separate picks can return the same port
+    tls_port, plain_port = free_ports(2)
+    broker = mosquitto(conf=example_conf(tmp_path, tls_files, plain_port), port=tls_port)
     hub = Subscriber(broker, ["edge_app/#", "homeassistant/#"], protocol="5", tls=tls_files,
                      username="hub", password="pw-hub").start()
     (tmp_path / "pw").write_text("pw-door1")
