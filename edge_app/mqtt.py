@@ -455,7 +455,6 @@ class MqttPublisher:
         self._acks: collections.deque = collections.deque()  # (mid, reason code) from paho's thread
         self._unspooled: collections.deque = collections.deque(maxlen=1000)  # only when the spool fails
         self._incoming: collections.deque = collections.deque()  # from the camera thread, not yet spooled
-        self._spooling = 0  # size of the batch being committed by the sender
         self._depth_lock = threading.Lock()
         # sender-thread state
         self._inflight: dict[int, int] = {}  # paho mid -> spool row id
@@ -547,10 +546,10 @@ class MqttPublisher:
 
     def spool_depth(self) -> int:
         """Events not yet acknowledged by the broker (spooled, or about to be)."""
-        # the spool's count grows before the batch count drops: an event may be counted twice
-        # for an instant, never zero times; the lock is never held across the commit
+        # the lock covers the hand-over from the queue to the spool's reservation; it is never
+        # held across the commit, and the spool swaps its stored/reserved counts as one
         with self._depth_lock:
-            return len(self._incoming) + self._spooling + self.spool.depth()
+            return len(self._incoming) + self.spool.depth()
 
     @property
     def connected(self) -> bool:
@@ -763,7 +762,7 @@ class MqttPublisher:
                 batch.append(self._incoming.popleft())
             if not batch:
                 return
-            self._spooling = len(batch)  # still counted while the commit runs
+            self.spool.reserve(len(batch))  # still counted while the commit runs
         try:
             self.spool.put_many(batch, state=batch[-1][1])
         except SpoolError as exc:
@@ -773,7 +772,7 @@ class MqttPublisher:
         except Exception as exc:  # the spool was closed by stop(), or a bug: log, never crash the sender
             log.error("%d event(s) not spooled: %s", len(batch), exc)
         finally:
-            self._spooling = 0
+            self.spool.reserve(0)
 
     def _process_acks(self) -> None:
         delivered, refused, why = [], [], ""

@@ -62,6 +62,8 @@ class Spool:
         self._db = self._open(synchronous)
         with self._lock:
             self._depth = self._db.execute("SELECT count(*) FROM events").fetchone()[0]
+            # (stored, reserved) swapped as one tuple, so depth() never counts a batch twice or not at all
+            self._count = (self._depth, 0)
             self._dropped = int(self._meta("dropped", 0))
             persisted = self._meta("seq", None)
             if persisted is None:
@@ -174,6 +176,7 @@ class Spool:
                 self._seq = top + 1
             # rows dropped from this very batch were never stored: count them, return live ids only
             self._depth = min(self.max_events, self._depth + len(events))
+            self._count = (self._depth, 0)
             if dropped:
                 self._dropped += dropped
                 log.warning("spool %s full (%d events): dropped the %d oldest, %d dropped in total",
@@ -209,6 +212,7 @@ class Spool:
                 log.error("spool %s: cannot remove %d delivered events (%s)", self.path, len(row_ids), exc)
                 return 0
             self._depth -= removed
+            self._count = (self._depth, self._count[1])
             return removed
 
     def drop(self, row_ids: list[int], why: str) -> None:
@@ -223,8 +227,14 @@ class Spool:
                     log.error("spool %s: cannot update the dropped counter (%s)", self.path, exc)
             log.error("spool %s: dropped %d events: %s", self.path, removed, why)
 
+    def reserve(self, n: int) -> None:
+        """Count ``n`` events about to be stored by ``put_many`` (the caller's own thread)."""
+        self._count = (self._count[0], n)
+
     def depth(self) -> int:
-        return self._depth
+        """Stored undelivered events plus those reserved; lock-free for the camera thread."""
+        stored, reserved = self._count
+        return stored + reserved
 
     def dropped(self) -> int:
         return self._dropped
