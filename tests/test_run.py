@@ -140,4 +140,4 @@ def test_prefetch_drops_stale_frames_of_a_live_source_instead_of_lagging():
     nxt = reader.read()
     reader.close()
     assert nxt.seq - first.seq > 10  # it skipped ahead to recent frames
-    assert reader.dropped == nxt.seq - first.seq - 1 - len(reader._items) or reader.dropped > 10
+    assert reader.dropped > 10
