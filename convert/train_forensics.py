@@ -8,7 +8,12 @@ float32 and int8 TFLite, then calibrate on val and write the report on test.
 Inputs are the device's own features (``edge_app.forensics.prepare``): every image is
 re-encoded at JPEG quality ``RECOMPRESS_QUALITY`` first (CASIA v1 saved authentic and
 tampered images at different qualities; see ``convert/forensics_data.py``), then ELA
-(q90, 3 channels) and the wavelet noise residual of the luma (1 channel).
+(q90, 3 channels) and the wavelet noise residual of the luma (1 channel). Since v0.2.0 each
+channel is then made relative to the image itself (``edge_app.forensics.relative_features``:
+divided by the image's own median 8x8-block level), so a region whose compression/noise
+statistics differ from the rest of the same image stands out and a level the whole image
+shares divides away (``--absolute`` trains on the v0.1.0 input). Candidates and their
+validation figures: ``models/reports/forensics_candidates.md``.
 
 Training is on 64x64 patches at 8-pixel-aligned positions (the JPEG block grid the device's
 patch grid also keeps): patches with >= 10% of their area inside the ground-truth mask are
@@ -34,7 +39,7 @@ import numpy as np
 from convert.datasets import REPO
 
 NAME = "forensics_cnn"
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 # One last JPEG step at the same quality for every image, high enough to keep the traces of
 # earlier edits: on validation patches q95 gave AUC 0.76 after 3 epochs where q70 (below every
 # CASIA source quality) gave 0.66 after 4. Whether the model then reads the source quality
@@ -155,6 +160,11 @@ def train(args) -> tuple:
     q = args.quality
     train_s = fd.casia_set(items, "train", q) + (fd.selfmade_set(items, "train", q) if args.selfmade else [])
     val_s = fd.casia_set(items, "val", q) + fd.selfmade_set(items, "val", q)
+    if args.relative:
+        from edge_app.forensics import relative_features
+
+        for s in train_s + val_s:
+            s.feats = relative_features(s.feats).astype(np.float16)
     print(f"data ready in {time.time() - t0:.0f}s: {len(train_s)} training images "
           f"({sum(s.label for s in train_s)} manipulated), {len(val_s)} validation images", file=sys.stderr)
 
@@ -226,8 +236,13 @@ def export(model, sampler, rng, info: dict, args) -> None:
                                          "(clip(residual / 16, -1, 1)), then sign(r) * sqrt(|r|); "
                                          "luma = 0.299 R + 0.587 G + 0.114 B",
                 "code": "edge_app.forensics.prepare",
+                **({"relative": "then every channel divided by its factor (ELA 8, residual 4) times the image's own "
+                                "level (median over the image's 8x8 blocks of the block-mean |value|; floors 0.004 "
+                                "ELA, 0.01 residual) and clipped to [-1, 1]: edge_app.forensics.relative_features, "
+                                "applied by ForensicsAnalyzer.patch_scores"} if args.relative else {}),
             },
             "recompress_quality": args.quality,
+            "relative": bool(args.relative),
             "patch": {"size": PATCH, "stride": STRIDE, "grid": "top-left corners on multiples of 8 (JPEG block "
                       "grid); last row/column at the 8-aligned position nearest the far edge"},
         },
@@ -266,18 +281,23 @@ def export(model, sampler, rng, info: dict, args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--quality", type=int, default=RECOMPRESS_QUALITY, help="common recompression quality")
     parser.add_argument("--pos-per-image", type=int, default=4)
     parser.add_argument("--neg-per-image", type=int, default=4)
     parser.add_argument("--no-selfmade", dest="selfmade", action="store_false",
                         help="train on CASIA only (self-made sets are still evaluated)")
+    parser.add_argument("--absolute", dest="relative", action="store_false",
+                        help="feed the absolute feature maps (v0.1.0) instead of per-image relative ones")
+    parser.add_argument("--pos-coverage", type=float, default=POS_COVERAGE,
+                        help="share of a patch inside the mask for a positive label")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     parser.add_argument("--no-export", action="store_true", help="train and print figures only (a pilot)")
     parser.add_argument("--no-evaluate", action="store_true", help="skip calibration and the report")
     args = parser.parse_args(argv)
+    globals()["POS_COVERAGE"] = args.pos_coverage
     t0 = time.time()
     model, sampler, rng, info = train(args)
     info["training_seconds"] = round(time.time() - t0)

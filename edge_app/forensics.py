@@ -114,6 +114,30 @@ def prepare(rgb: np.ndarray, recompress_quality: int) -> np.ndarray:
     return features(recompress(rgb, recompress_quality))
 
 
+# relative (per-image) normalisation: each channel divided by the image's own robust level
+# (median over its 8x8 JPEG blocks of the block-mean |value|), times these factors, floored
+RELATIVE_FACTORS = np.array([8.0, 8.0, 8.0, 4.0], np.float32)
+RELATIVE_FLOORS = np.array([0.004, 0.004, 0.004, 0.01], np.float32)
+
+
+def image_levels(feats: np.ndarray) -> np.ndarray:
+    """Per channel: the median over the image's 8x8 blocks of the block mean of |value|."""
+    h, w, c = feats.shape
+    hh, ww = h // 8 * 8, w // 8 * 8
+    blocks = np.abs(feats[:hh, :ww].astype(np.float32)).reshape(hh // 8, 8, ww // 8, 8, c).mean(axis=(1, 3))
+    return np.median(blocks.reshape(-1, c), axis=0)
+
+
+def relative_features(feats: np.ndarray) -> np.ndarray:
+    """Features relative to the image itself: each channel divided by ``RELATIVE_FACTORS``
+    times the image's own level (``image_levels``, floored at ``RELATIVE_FLOORS``) and
+    clipped to [-1, 1]. A region whose compression/noise statistics differ from the rest of
+    the image stands out; a level shared by the whole image (its quantization history,
+    its overall noise) is divided away."""
+    scale = RELATIVE_FACTORS * np.maximum(image_levels(feats), RELATIVE_FLOORS)
+    return np.clip(feats.astype(np.float32) / scale, -1.0, 1.0)
+
+
 def _axis_starts(n: int, patch: int, stride: int) -> list[int]:
     # starts on multiples of 8 keep every patch on the JPEG block grid the model saw in
     # training; the last start is the 8-aligned one nearest the far edge
@@ -152,10 +176,18 @@ def assemble_heatmap(scores: np.ndarray, coords: list[tuple[int, int]], height: 
 
 
 def aggregate(patch_scores: np.ndarray, how: str) -> float:
-    """Image score from patch scores: ``max`` or ``topK`` (mean of the K highest)."""
+    """Image score from patch scores: ``max``, ``topK`` (mean of the K highest) or
+    ``ctopK`` (contrast: sigmoid of the mean of the K highest patch logits minus the
+    image's median patch logit; 0.5 when the image is uniform, towards 1 when a few
+    patches stand out from the rest of the same image)."""
     s = np.sort(np.asarray(patch_scores, np.float64))[::-1]
     if how == "max":
         return float(s[0])
+    if how.startswith("ctop"):
+        k = max(1, min(int(how[4:]), len(s)))
+        p = np.clip(s, 1e-4, 1 - 1e-4)
+        logit = np.log(p / (1 - p))
+        return float(_sigmoid(logit[:k].mean() - np.median(logit)))
     if how.startswith("top"):
         k = max(1, min(int(how[3:]), len(s)))
         return float(s[:k].mean())
@@ -316,6 +348,7 @@ class ForensicsAnalyzer:
         self.stride = int(spec["patch"]["stride"])
         self.recompress_quality = int(spec["recompress_quality"])
         self.aggregation = str(meta["output"]["image_score"]["aggregation"])
+        self.relative = bool(spec.get("relative", False))
         override = threshold is not None and threshold > 0
         self.threshold = float(threshold if override else meta["threshold"])
         # files with no JPEG history of their own (PNG, BMP, ...): never-compressed pixels
@@ -337,6 +370,10 @@ class ForensicsAnalyzer:
         return self.model.version
 
     def patch_scores(self, feats: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Patch scores of a ``prepare`` feature map (made relative first when the model's
+        metadata says ``input.relative``)."""
+        if self.relative:
+            feats = relative_features(feats)
         h, w = feats.shape[:2]
         coords = patch_grid(h, w, self.patch, self.stride)
         logits = np.empty(len(coords), np.float32)

@@ -25,6 +25,7 @@ from edge_app.forensics import (
     estimate_jpeg_quality,
     load_analyzer,
     patch_grid,
+    relative_features,
 )
 from edge_app.tflite_model import ModelError
 
@@ -110,6 +111,29 @@ def test_patch_grid_covers_the_image_on_the_jpeg_block_grid():
     heat = assemble_heatmap(np.linspace(0, 1, len(odd)), odd, 250, 301, 64)
     assert heat.shape == (250, 301) and np.isfinite(heat).all()
     assert aggregate(np.array([0.1, 0.9, 0.5, 0.7]), "top2") == pytest.approx(0.8)
+
+
+def test_contrast_aggregation_ignores_a_level_the_whole_image_shares():
+    uniform_low, uniform_high = np.full(77, 0.2), np.full(77, 0.9)
+    assert aggregate(uniform_low, "ctop3") == pytest.approx(0.5)
+    assert aggregate(uniform_high, "ctop3") == pytest.approx(0.5)
+    one_region = np.full(77, 0.2)
+    one_region[:3] = 0.9
+    assert aggregate(one_region, "ctop3") > 0.9
+
+
+def test_relative_features_divide_away_the_image_level():
+    rng = np.random.default_rng(3)
+    feats = np.empty((128, 192, 4), np.float32)
+    feats[..., :3] = rng.uniform(0.0, 0.1, (128, 192, 3))
+    feats[..., 3] = rng.normal(0.0, 0.1, (128, 192))
+    feats[32:64, 40:80, :3] *= 3  # a region with a different error level
+    rel = relative_features(feats)
+    assert rel.shape == feats.shape and rel.dtype == np.float32
+    assert rel.min() >= -1 and rel.max() <= 1
+    # the same image at twice the level (another compression history) gives the same input
+    assert np.allclose(relative_features(feats * 2), rel, atol=1e-5)
+    assert rel[32:64, 40:80, 0].mean() > 2 * rel[80:, 100:, 0].mean()
 
 
 def test_jpeg_quality_is_estimated_from_the_quantization_tables():
