@@ -365,6 +365,13 @@ def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dic
             ours = e2e["640x480 one face"]["unpaced"]
             results["sequential_640x480_one_face"] = seq
             results["throughput_vs_sequential"] = round(ours["fps"] / seq["fps"], 2)
+            # the same pipeline without the prefetch thread: how much of the gain is overlap alone
+            progress("our pipeline without the prefetch thread (640x480, one face) ...")
+            cfg.source.prefetch = False
+            nopf = run_pipeline(cfg, detector, scorer, publisher, scene(640, 480, True), frames, 0.0).figures()
+            cfg.source.prefetch = True
+            results["no_prefetch_640x480_one_face"] = nopf
+            results["throughput_vs_no_prefetch"] = round(ours["fps"] / nopf["fps"], 2)
         main_case = e2e["640x480 one face"]["paced_60fps"]
         results["end_to_end"] = {
             "fps": main_case["fps"],
@@ -407,4 +414,5 @@ def ratios(r: dict) -> dict:
         out["our int8 models per face (invoke only) / peer float invoke"] = round(int8_1t / peer["median_ms"], 2)
     if "throughput_vs_sequential" in r:
         out["pipeline / straight sequential throughput"] = r["throughput_vs_sequential"]
+        out["pipeline / same pipeline without the prefetch thread"] = r["throughput_vs_no_prefetch"]
     return out
