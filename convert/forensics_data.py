@@ -405,6 +405,24 @@ def _histories(items: list[Item], split: str, label: int | None = None) -> list[
             if i.split == split and (label is None or i.label == label)]
 
 
+def _manipulations(au: list[Item], load, rng: np.random.Generator):
+    """Per authentic image: one splice (donor drawn from the same list) and one copy-move,
+    yielded as (item, its pixels, kind, manipulated pixels, mask, info). The caller may draw
+    from ``rng`` between yields; the order of draws is part of the data set's seed."""
+    for it in au:
+        target = load(it.path)
+        for kind in ("splice", "copy-move"):
+            donor = None
+            if kind == "splice":
+                d = au[int(rng.integers(len(au)))]
+                if d is it:
+                    continue
+                donor = load(d.path)
+            made = make_manipulation(target, donor, rng)
+            if made is not None:
+                yield (it, target, kind, *made)
+
+
 def selfmade_set(items: list[Item], split: str, q: int, seed: int = 7) -> list[Sample]:
     """Per Au image of the split: one self-made splice (donor from the same split), one
     copy-move, and two authentic controls, each pair saved with the tables of a random
@@ -415,27 +433,15 @@ def selfmade_set(items: list[Item], split: str, q: int, seed: int = 7) -> list[S
         au = [i for i in items if i.split == split and i.label == 0]
         hists = _histories(items, split)
         out = []
-        for k, it in enumerate(au):
-            target = load_rgb(it.path)
-            for kind in ("splice", "copy-move"):
-                donor = None
-                if kind == "splice":
-                    d = au[int(rng.integers(len(au)))]
-                    if d is it:
-                        continue
-                    donor = load_rgb(d.path)
-                made = make_manipulation(target, donor, rng)
-                if made is None:
-                    continue
-                img, mask, info = made
-                hist = hists[int(rng.integers(len(hists)))]
-                fake = decode(save_like(img, hist))
-                ctrl = decode(save_like(target, hist))
-                tag = f"{it.name}_{kind}"
-                out.append(_sample_from_rgb(tag, 1, info["kind"], split, fake, mask, hist, q,
-                                            info | {"tables_from": hist["from"]}))
-                out.append(_sample_from_rgb(tag + "_control", 0, "self-control", split, ctrl, None, hist, q,
-                                            {"tables_from": hist["from"]}))
+        for it, target, kind, img, mask, info in _manipulations(au, load_rgb, rng):
+            hist = hists[int(rng.integers(len(hists)))]
+            fake = decode(save_like(img, hist))
+            ctrl = decode(save_like(target, hist))
+            tag = f"{it.name}_{kind}"
+            out.append(_sample_from_rgb(tag, 1, info["kind"], split, fake, mask, hist, q,
+                                        info | {"tables_from": hist["from"]}))
+            out.append(_sample_from_rgb(tag + "_control", 0, "self-control", split, ctrl, None, hist, q,
+                                        {"tables_from": hist["from"]}))
         return out
 
     return _cached(f"selfmade_{split}", q, build)
@@ -498,21 +504,9 @@ def lossless_selfmade_set(items: list[Item], split: str, q: int, seed: int = 11)
         rng = np.random.default_rng(seed + {"train": 0, "val": 1, "test": 2}[split])
         au = [i for i in items if i.split == split and i.label == 0]
         out = []
-        for it in au:
-            target = _reduced(it.path)
-            for kind in ("splice", "copy-move"):
-                donor = None
-                if kind == "splice":
-                    d = au[int(rng.integers(len(au)))]
-                    if d is it:
-                        continue
-                    donor = _reduced(d.path)
-                made = make_manipulation(target, donor, rng)
-                if made is None:
-                    continue
-                img, mask, info = made
-                out.append(_sample_from_rgb(f"{it.name}_{kind}_png", 1, info["kind"] + "-lossless", split, img, mask,
-                                            {"quality": None, "subsampling": "png"}, q, info))
+        for it, _, kind, img, mask, info in _manipulations(au, _reduced, rng):
+            out.append(_sample_from_rgb(f"{it.name}_{kind}_png", 1, info["kind"] + "-lossless", split, img, mask,
+                                        {"quality": None, "subsampling": "png"}, q, info))
         return out
 
     return _cached(f"lossless_selfmade_{split}", q, build)
