@@ -13,6 +13,23 @@ MODELS = REPO / "models"
 DATASETS = Path(os.environ.get("EDGE_APP_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Commands run in-process configure the root logger; each test gets it back as it was."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for h in root.handlers[:]:
+        if h not in handlers:
+            root.removeHandler(h)
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     if not (MODELS / "face_detection_short_range.tflite").is_file():

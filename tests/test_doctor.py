@@ -19,21 +19,6 @@ from edge_app.commands import doctor as doctor_mod
 USER, PASSWORD = "door1", "s3cret-pass"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The command configures the root logger onto this test's captured stderr; put it back."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for h in root.handlers[:]:
-        if h not in handlers:
-            root.removeHandler(h)
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
 
 
 def free_port() -> int:

@@ -14,21 +14,6 @@ from edge_app.sources import SourceError
 from edge_app.sources.synthetic import SyntheticSource, sample_head
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The command configures the root logger onto this test's captured stderr; put it back."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for h in root.handlers[:]:
-        if h not in handlers:
-            root.removeHandler(h)
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
 
 
 def level(path) -> str:
