@@ -141,3 +141,63 @@ def test_prefetch_drops_stale_frames_of_a_live_source_instead_of_lagging():
     reader.close()
     assert nxt.seq - first.seq > 10  # it skipped ahead to recent frames
     assert reader.dropped > 10
+
+
+def test_a_camera_that_fails_to_open_is_retried_and_never_live(detector, scorer):
+    from edge_app.sources import SourceError
+    from edge_app.sources.reopen import ReopeningSource
+
+    attempts = []
+
+    def opener():
+        attempts.append(1)
+        if len(attempts) <= 2:
+            raise SourceError("picamera2:0: camera could not be started (no cameras available)")
+        return SyntheticSource(face=sample_head(), frames=6)
+
+    pipe, events = make_pipeline(detector, scorer, window=3, min_frames=3)
+    stats = pipe.run(ReopeningSource(opener, "picamera2:0"), max_frames=10)
+    assert len(attempts) == 3 and stats.failures == 2 and stats.frames == 6
+    assert events[0]["decision"] == "error" and "no cameras available" in events[0]["reason"]
+    # after it came back, decisions resumed on full windows of fresh frames
+    assert [e["frames"] for e in events[1:]] == [3, 3]
+
+
+def test_a_camera_that_dies_mid_run_is_reopened(detector, scorer):
+    from edge_app.sources.reopen import ReopeningSource
+
+    made = []
+
+    def opener():
+        src = SyntheticSource(face=None, frames=0, fail_at=(3,) if not made else ())
+        made.append(src)
+        return src
+
+    pipe, events = make_pipeline(detector, scorer)
+    stats = pipe.run(ReopeningSource(opener, "picamera2:0"), max_frames=8)
+    assert len(made) == 2 and stats.failures == 1 and stats.frames == 7
+
+
+def test_prefetch_does_not_hammer_a_failing_camera():
+    import time
+
+    from edge_app.sources import SourceError
+    from edge_app.sources.prefetch import Prefetcher
+    from edge_app.sources.reopen import ReopeningSource
+
+    attempts = []
+
+    def opener():
+        attempts.append(time.monotonic())
+        raise SourceError("no camera")
+
+    reader = Prefetcher(ReopeningSource(opener, "picamera2:0"), depth=2, drop_stale=True)
+    time.sleep(0.3)  # nobody consumes: the reader must wait, not retry thousands of times
+    assert len(attempts) <= 2
+    for _ in range(3):
+        try:
+            reader.read()
+        except SourceError:
+            pass
+    reader.close()
+    assert len(attempts) <= 5

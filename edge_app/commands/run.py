@@ -17,6 +17,7 @@ from edge_app.pipeline import Pipeline
 from edge_app.sdnotify import Notifier, Watchdog
 from edge_app.snapshots import SnapshotError, SnapshotWriter
 from edge_app.sources import SourceError, open_source
+from edge_app.sources.reopen import ReopeningSource
 from edge_app.tflite_model import ModelError
 
 log = logging.getLogger("edge_app.run")
@@ -150,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
     pipeline.frame_observers.append(snapshots)
     pipeline.frame_hooks.append(Watchdog(notifier, status=lambda: _status(pipeline, publisher)))
     try:
-        source = open_source(cfg.source)
+        if cfg.source.kind == "picamera2":
+            # a camera that is missing or fails is retried with backoff while the service runs on
+            source = ReopeningSource(lambda: open_source(cfg.source), f"picamera2:{cfg.source.camera_index}")
+        else:
+            source = open_source(cfg.source)
     except SourceError as exc:
         log.error("cannot open frame source: %s", exc)
         indicator.close()

@@ -54,6 +54,11 @@ class Prefetcher:
                 self._put(exc)
                 if not isinstance(exc, SourceError):
                     return  # an unexpected failure ends reading, as it would without prefetch
+                # no reading ahead past a failure: the frame loop's backoff paces the retries
+                # (a camera that will not open is not hammered in a tight loop)
+                with self._cond:
+                    while self._items and not self._stop:
+                        self._cond.wait(0.1)
                 continue
             if frame is None:
                 self._put(_END)
