@@ -96,3 +96,28 @@ def test_unwritable_location_is_a_clear_error(tmp_path):
 def test_bounds_are_checked(tmp_path):
     with pytest.raises(ValueError):
         Spool(tmp_path / "s.sqlite3", max_events=0)
+
+
+def test_a_batch_is_one_transaction_and_depth_counts_reserved_events_once(tmp_path):
+    spool = Spool(tmp_path / "spool.sqlite3", max_events=100)
+    spool.reserve(3)  # queued for this batch: counted before the commit ...
+    assert spool.depth() == 3
+    rows = spool.put_many([(f"e{i}", f'{{"n": {i}}}', 10 + i) for i in range(3)], state='{"n": 2}')
+    assert len(rows) == 3 and spool.depth() == 3  # ... and once after it, not twice
+    spool.reserve(0)
+    assert spool.depth() == 3
+    assert [e.event_id for e in spool.pending()] == ["e0", "e1", "e2"]
+    assert spool.last_state() == '{"n": 2}'
+    spool.close()
+    reopened = Spool(tmp_path / "spool.sqlite3", max_events=100)
+    assert reopened.depth() == 3 and reopened.next_seq() > 12  # never goes back after a restart
+    reopened.close()
+
+
+def test_a_batch_over_the_bound_drops_the_oldest(tmp_path):
+    spool = Spool(tmp_path / "spool.sqlite3", max_events=4)
+    spool.put_many([(f"a{i}", "{}", None) for i in range(3)])
+    spool.put_many([(f"b{i}", "{}", None) for i in range(3)])
+    assert spool.depth() == 4 and spool.dropped() == 2
+    assert [e.event_id for e in spool.pending()] == ["a2", "b0", "b1", "b2"]
+    spool.close()
