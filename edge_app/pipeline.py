@@ -17,9 +17,9 @@ import numpy as np
 
 from edge_app.config import Config
 from edge_app.decision import Decision, DecisionMaker, Observation
-from edge_app.detector import Face, FaceDetector
+from edge_app.detector import Face, FaceDetector, load_detector
 from edge_app.events import DecisionEvent, SequenceCounter
-from edge_app.liveness import LivenessScorer
+from edge_app.liveness import LivenessScorer, load_scorer
 from edge_app.sources import Frame, FrameSource, SourceError
 from edge_app.sources.prefetch import Prefetcher
 
@@ -67,6 +67,13 @@ class Stats:
             "stage_ms": {k: {"p50": round(float(np.percentile(v, 50)), 3), "p95": round(float(np.percentile(v, 95)), 3)}
                          for k, v in self.stage_ms.items() if v},
         }
+
+
+def load_models(cfg: Config) -> tuple[FaceDetector, LivenessScorer]:
+    """The detector and the liveness models the config names, verified; raises ModelError."""
+    models_dir = cfg.resolved_models_dir()
+    detector = load_detector(models_dir, cfg.detector.threads, cfg.detector.min_score)
+    return detector, load_scorer(models_dir, cfg.liveness.models, cfg.liveness.threads)
 
 
 def _scale_face(face: Face, sx: float, sy: float) -> Face:

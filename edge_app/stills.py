@@ -4,7 +4,7 @@ the frame loop. Each image is one frame; its decision uses the same fail-closed 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -58,10 +58,7 @@ def score_still(pipeline: Pipeline, path: Path) -> StillResult:
     if not faces:
         return StillResult(str(path), False, None, "no_face", "no face found")
     # a still is a single frame: a fresh one-frame window for the largest face
-    maker = DecisionMaker(
-        type(pipeline.cfg.decision)(**{**vars(pipeline.cfg.decision), "window": 1, "min_frames": 1}),
-        pipeline.scorer.threshold,
-    )
+    maker = DecisionMaker(replace(pipeline.cfg.decision, window=1, min_frames=1), pipeline.scorer.threshold)
     obs = pipeline.observe(frame, faces[0], "", {})
     decision: Decision = maker.frame([obs])[0]
     return StillResult(str(path), True, decision.score, decision.decision, decision.reason, decision.scores)

@@ -29,13 +29,12 @@ from edge_app.bench.ela import floor, naive_display
 from edge_app.config import Config
 from edge_app.crop import crop_face
 from edge_app.decision import DecisionMaker, Observation
-from edge_app.detector import load_detector
 from edge_app.ela import error_level, error_level_display, error_level_normalized
 from edge_app.events import DecisionEvent
 from edge_app.features import model_input
 from edge_app.interpreters import backend_name, create_interpreter, delegate_partitions
-from edge_app.liveness import load_scorer
-from edge_app.pipeline import Pipeline
+from edge_app.liveness import sigmoid
+from edge_app.pipeline import Pipeline, load_models
 from edge_app.sources import Frame, Pacer
 from edge_app.sources.sample import sample_image
 from edge_app.wavelet import noise_residual, noise_residual_normalized
@@ -247,13 +246,13 @@ def run_sequential(cfg: Config, detector, scorer, publisher, rgb: np.ndarray, fr
                 planes = []
                 for feat in m.features:
                     if feat == "rgb":
-                        planes.append(crop.astype(np.float32) / 255.0)
+                        planes.append(model_input(crop, ["rgb"])[0])
                     else:
                         full = ela if feat == "ela" else res
                         planes.append(_crop_float(full, face, m.crop_scale, m.crop_size))
                 x = np.concatenate(planes, axis=-1)[None]
                 out = float(m.model.run(x)[0].ravel()[0])
-                scores[m.name] = 1 / (1 + np.exp(-out)) if m.output_kind == "live_logit" else out
+                scores[m.name] = sigmoid(out) if m.output_kind == "live_logit" else out
             obs.append(Observation(face.box(), scorer.fusion.fuse(scores), scores, frame.seq))
         for d in decisions.frame(obs):
             event = DecisionEvent(decision=d.decision, device_id="bench", seq=publisher.next_seq(), score=d.score,
@@ -288,8 +287,7 @@ def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dic
     cfg.decision.min_frames = 1
     cfg.mqtt.health_interval_s = 3600
     results: dict = {"environment": environment(), "settings": {"frames": frames, "repeat": repeat, "decision_window": 1}}
-    detector = load_detector(models_dir, cfg.detector.threads, cfg.detector.min_score)
-    scorer = load_scorer(models_dir, cfg.liveness.models, cfg.liveness.threads)
+    detector, scorer = load_models(cfg)
     broker = find_or_start("127.0.0.1", 1883)
     state = Path(tempfile.mkdtemp(prefix="edge-app-bench-"))
     publisher = None

@@ -7,8 +7,7 @@ import csv
 import sys
 
 from edge_app.commands import add_common, config_from_args
-from edge_app.detector import load_detector
-from edge_app.liveness import load_scorer
+from edge_app.pipeline import load_models
 from edge_app.stills import score_stills
 from edge_app.tflite_model import ModelError
 
@@ -28,10 +27,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    models_dir = cfg.resolved_models_dir()
     try:
-        detector = load_detector(models_dir, cfg.detector.threads, cfg.detector.min_score)
-        scorer = load_scorer(models_dir, cfg.liveness.models, cfg.liveness.threads)
+        detector, scorer = load_models(cfg)
     except ModelError as exc:
         print(f"edge-app liveness: {exc}", file=sys.stderr)
         return 2

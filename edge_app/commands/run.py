@@ -10,10 +10,8 @@ import threading
 
 from edge_app.commands import add_common, config_from_args
 from edge_app.config import ConfigError
-from edge_app.detector import load_detector
 from edge_app.indicator import IndicatorError, open_indicator
-from edge_app.liveness import load_scorer
-from edge_app.pipeline import Pipeline
+from edge_app.pipeline import Pipeline, load_models
 from edge_app.sdnotify import Notifier, Watchdog
 from edge_app.snapshots import SnapshotError, SnapshotWriter
 from edge_app.sources import SourceError, open_source
@@ -78,10 +76,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     apply_overrides(cfg, args)
     device_id = cfg.resolved_device_id()
-    models_dir = cfg.resolved_models_dir()
     try:
-        detector = load_detector(models_dir, cfg.detector.threads, cfg.detector.min_score)
-        scorer = load_scorer(models_dir, cfg.liveness.models, cfg.liveness.threads)
+        detector, scorer = load_models(cfg)
     except ModelError as exc:
         log.error("%s", exc)
         return 2
