@@ -3,6 +3,8 @@
     image -> recompress at a common JPEG quality -> ELA + wavelet residual
           -> int8 patch CNN on overlapping patches -> patch scores
           -> image score (aggregate) + heatmap (patch scores averaged per pixel)
+    image -> copy-move block matching (edge_app.copy_move) -> pairs at one shift
+    image score = max(CNN score, copy-move score); heatmap = max of both maps
 
 Why the recompression: a data set (CASIA v1 above all) can save authentic and tampered
 images at different JPEG qualities, and an ELA model then learns the quantization table
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from edge_app.copy_move import CopyMove, CopyMoveParams, copy_move_score, find_copy_move
 from edge_app.ela import ELA_QUALITY, error_level_display, error_level_normalized
 from edge_app.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
 
@@ -329,6 +332,9 @@ class Analysis:
     heatmap: np.ndarray  # (H, W) float32 in [0, 1], the analysed image's size
     pixel_threshold: float
     timing_ms: dict = field(default_factory=dict)
+    cnn_score: float | None = None  # the CNN's own image score, before the copy-move evidence
+    copy_move: CopyMove | None = None  # None when the model's metadata has no copy_move section
+    copy_move_score: float = 0.0
 
 
 class ForensicsAnalyzer:
@@ -356,6 +362,10 @@ class ForensicsAnalyzer:
         # chosen on validation for the same false-alarm rate as JPEGs
         self.lossless_threshold = float(threshold if override else meta.get("lossless_threshold", self.threshold))
         self.pixel_threshold = float(meta["pixel_threshold"])
+        # copy-move evidence joins the CNN's only when the metadata says how to weigh it
+        cm = meta.get("copy_move")
+        self.copy_move_half_pairs = float(cm["half_pairs"]) if cm else None
+        self.copy_move_params = CopyMoveParams(**cm.get("params", {})) if cm else None
         if model.input.shape != (1, self.patch, self.patch, len(FEATURES)):
             raise ValueError(f"{model.path.name}: input shape {model.input.shape} does not fit patch "
                              f"{self.patch} with {len(FEATURES)} features")
@@ -392,8 +402,16 @@ class ForensicsAnalyzer:
         scores, coords = self.patch_scores(feats)
         t2 = time.perf_counter()
         heat = assemble_heatmap(scores, coords, rgb.shape[0], rgb.shape[1], self.patch)
-        score = aggregate(scores, self.aggregation)
+        cnn_score = aggregate(scores, self.aggregation)
         t3 = time.perf_counter()
+        cm, cm_score = None, 0.0
+        if self.copy_move_params is not None:
+            cm = find_copy_move(rgb, self.copy_move_params)
+            cm_score = copy_move_score(cm.pairs, self.copy_move_half_pairs)
+            if cm_score > 0:
+                np.maximum(heat, cm.mask(*heat.shape).astype(np.float32) * np.float32(cm_score), out=heat)
+        t4 = time.perf_counter()
+        score = max(cnn_score, cm_score)
         threshold = self.threshold if jpeg_source else self.lossless_threshold
         return Analysis(
             score=score,
@@ -404,7 +422,11 @@ class ForensicsAnalyzer:
             heatmap=heat,
             pixel_threshold=self.pixel_threshold,
             timing_ms={"features": round((t1 - t0) * 1e3, 2), "model": round((t2 - t1) * 1e3, 2),
-                       "heatmap": round((t3 - t2) * 1e3, 2), "patches": len(coords)},
+                       "heatmap": round((t3 - t2) * 1e3, 2), "copy_move": round((t4 - t3) * 1e3, 2),
+                       "patches": len(coords)},
+            cnn_score=cnn_score,
+            copy_move=cm,
+            copy_move_score=cm_score,
         )
 
 
@@ -437,6 +459,16 @@ def _notes(img: LoadedImage) -> list[str]:
     return notes
 
 
+def _evidence(analysis: Analysis) -> dict:
+    """What the score is made of: the CNN's patch traces and the copy-move matching."""
+    out = {"cnn_score": None if analysis.cnn_score is None else round(float(analysis.cnn_score), 4)}
+    cm = analysis.copy_move
+    if cm is not None:
+        out["copy_move"] = {"score": round(float(analysis.copy_move_score), 4), "pairs": cm.pairs,
+                            "shift": list(cm.shift) if cm.shift else None}
+    return out
+
+
 def result_dict(img: LoadedImage, analysis: Analysis, analyzer: ForensicsAnalyzer) -> dict:
     return {
         "verdict": analysis.verdict,
@@ -447,6 +479,7 @@ def result_dict(img: LoadedImage, analysis: Analysis, analyzer: ForensicsAnalyze
         "analyzed_size": [int(img.rgb.shape[1]), int(img.rgb.shape[0])],
         "source": img.source_info,
         "heatmap": heatmap_summary(analysis.heatmap, analysis.pixel_threshold),
+        "evidence": _evidence(analysis),
         "notes": _notes(img),
         "model": {"name": analyzer.name, "version": analyzer.version},
         "timing_ms": analysis.timing_ms,

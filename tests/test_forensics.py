@@ -77,6 +77,7 @@ def test_shipped_model_loads_verified_with_its_calibration(analyzer):
     assert 0 < analyzer.threshold < 1 and 0 < analyzer.pixel_threshold < 1
     assert meta["training_data"]["license"] == "CASIA v1: research use"
     assert "casia_test" in meta["evaluation"] and "operating_point" in meta
+    assert meta["copy_move"]["half_pairs"] == analyzer.copy_move_half_pairs
     # the float twin carries the same calibration
     flt = json.loads((MODELS / f"{MODEL_NAME}_float.json").read_text())
     assert flt["threshold"] == meta["threshold"]
@@ -173,6 +174,35 @@ def test_a_self_made_splice_lights_up_inside_its_mask(analyzer, casia_test_items
     assert result["verdict"] in ("authentic", "manipulated")
     inside, outside = analysis.heatmap[mask].mean(), analysis.heatmap[~mask].mean()
     assert inside > outside, (inside, outside)
+
+
+def test_a_copy_move_is_caught_and_drawn_through_the_device_path(analyzer, casia_test_items):
+    from convert.forensics_data import load_rgb
+
+    assert analyzer.copy_move_params is not None and analyzer.copy_move_half_pairs > 0
+    au = sorted((i for i in casia_test_items if i.label == 0), key=lambda i: i.name)
+    rgb = next(r for r in map(lambda i: load_rgb(i.path), au)
+               if r.shape[:2] == (256, 384) and r[113:153, 129:177].std() > 25)
+    fake = rgb.copy()
+    fake[150:190, 230:278] = rgb[113:153, 129:177]  # shift (37, 101), off the 8x8 grid
+    result, _, analysis = check_image(_jpeg(fake, 90), analyzer, name="copy-move")
+    cm = result["evidence"]["copy_move"]
+    assert cm["shift"] == [37, 101] and cm["pairs"] >= 200, cm
+    assert result["verdict"] == "manipulated" and result["score"] >= cm["score"] > analyzer.threshold
+    assert result["score"] == pytest.approx(max(cm["score"], result["evidence"]["cnn_score"]), abs=1e-4)
+    assert (analysis.heatmap[150:190, 230:278] >= analysis.pixel_threshold).mean() > 0.6
+    # the untouched photo carries no such evidence
+    clean, _, _ = check_image(_jpeg(rgb, 90), analyzer, name="clean")
+    assert clean["evidence"]["copy_move"]["score"] < analyzer.threshold
+
+
+def test_real_casia_copy_moves_give_copy_move_evidence(analyzer, casia_test_items):
+    """Held-out CASIA copy-moves made by hand with no rotation or scaling (ops NNN)."""
+    plain = sorted((i for i in casia_test_items if i.kind == "copy-move" and i.extra.get("ops") == "NNN"),
+                   key=lambda i: i.name)[::6][:10]
+    assert len(plain) == 10
+    found = [check_image(i.path, analyzer)[0]["evidence"]["copy_move"]["score"] >= 0.5 for i in plain]
+    assert sum(found) >= 6, found
 
 
 # --------------------------------------------------------------------------- CLI and bad input

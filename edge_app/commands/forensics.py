@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
                     detail = f"suspect {hm['suspect_fraction']:.1%}"
                     if hm["bbox"]:
                         detail += " bbox " + ",".join(map(str, hm["bbox"]))
+                    cm = result["evidence"].get("copy_move")
+                    if cm and cm["shift"] and cm["score"] >= 0.5:
+                        detail += f"; copy-move: {cm['pairs']} block pairs at shift {cm['shift'][0]},{cm['shift'][1]}"
                     src = result["source"]
                     if src.get("jpeg_history"):
                         detail += f"; JPEG q~{src['jpeg_quality_estimate']}"
