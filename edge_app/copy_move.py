@@ -107,6 +107,21 @@ def _luma(rgb: np.ndarray, max_pixels: int) -> tuple[np.ndarray, int]:
     return g, f
 
 
+def _sort_keys(q: np.ndarray) -> list[np.ndarray]:
+    """Keys for np.lexsort that order the rows of ``q`` (uint8) lexicographically, column 0
+    first: columns packed into as few uint64 as their bit width allows (2 instead of 16)."""
+    bits = max(1, int(q.max(initial=0)).bit_length())
+    per = 64 // bits
+    keys = []
+    for start in range(0, q.shape[1], per):
+        k = np.zeros(q.shape[0], np.uint64)
+        for col in range(start, min(start + per, q.shape[1])):
+            k <<= np.uint64(bits)
+            k |= q[:, col].astype(np.uint64)
+        keys.append(k)
+    return keys[::-1]  # lexsort sorts by the last key first
+
+
 def find_copy_move(rgb: np.ndarray, params: CopyMoveParams = CopyMoveParams()) -> CopyMove:
     """The dominant copy-move shift of an RGB uint8 image and how many block pairs support it."""
     g, f = _luma(rgb, params.max_pixels)
@@ -121,18 +136,32 @@ def find_copy_move(rgb: np.ndarray, params: CopyMoveParams = CopyMoveParams()) -
     if ys.size < 2:
         return NONE
     s = b // grid
-    sub = np.rint(_window_sums(_integral(g), s) / (s * s)).astype(np.int16)
-    desc = np.stack([sub[ys + i * s, xs + j * s] for i in range(grid) for j in range(grid)], axis=1)
-    order = np.lexsort((desc // params.sort_step).T[::-1])
+    # descriptor planes: sub-block means (0..255 as uint8) for every block position
+    means = np.rint(_window_sums(_integral(g), s) / (s * s)).astype(np.uint8)
+    hb, wb = h - b + 1, w - b + 1
+    planes = np.stack([means[i * s:i * s + hb, j * s:j * s + wb] for i in range(grid) for j in range(grid)], axis=-1)
+    desc = planes[ys, xs]  # (n, grid * grid) uint8
+    order = np.lexsort(_sort_keys(desc // params.sort_step))
     desc, ys, xs = desc[order], ys[order].astype(np.int64), xs[order].astype(np.int64)
 
     span = 2 * w + 1
     keys, firsts = [], []
+    lanes = desc.shape[1]
     for off in range(1, params.neighbours + 1):
         dy, dx = ys[off:] - ys[:-off], xs[off:] - xs[:-off]
-        idx = np.nonzero(dy * dy + dx * dx >= params.min_distance ** 2)[0]
-        close = np.abs(desc[idx + off] - desc[idx]).max(axis=1) <= params.tolerance
-        idx = idx[close]
+        a, c = desc[off:], desc[:-off]
+        # |a - c| <= tolerance in every lane, on contiguous uint8 rows; the rows' flags are
+        # read 8 lanes at a time as uint64 (zero means no lane is over)
+        over = (np.maximum(a, c) - np.minimum(a, c)) > params.tolerance
+        if lanes % 8 == 0:
+            words = over.view(np.uint64)
+            acc = words[:, 0].copy()
+            for k in range(1, words.shape[1]):
+                acc |= words[:, k]
+            close = acc == 0
+        else:
+            close = ~over.any(axis=1)
+        idx = np.nonzero(close & (dy * dy + dx * dx >= params.min_distance ** 2))[0]
         # one sign per shift: (dy, dx) and (-dy, -dx) are the same copy seen from either end
         flip = (dx[idx] < 0) | ((dx[idx] == 0) & (dy[idx] < 0))
         sy = np.where(flip, -dy[idx], dy[idx])
