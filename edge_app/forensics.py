@@ -580,12 +580,16 @@ def render_heatmap(rgb: np.ndarray, analysis: Analysis, title: str = "") -> Imag
     for region in summary["regions"]:
         draw.rectangle(region["bbox"], outline=(255, 255, 0), width=max(1, w // 300))
     right = Image.fromarray(error_level_display(np.ascontiguousarray(rgb), ELA_QUALITY))
-    bar = 18
+    lines = [title or f"{analysis.verdict} score {analysis.score:.3f} (threshold {analysis.threshold:.3f})"]
+    cm = analysis.copy_move
+    if not title and cm is not None and cm.shift and analysis.copy_move_score >= 0.5:
+        lines.append(f"copy-move: {cm.pairs} block pairs at shift {cm.shift[0]},{cm.shift[1]} (dy,dx)")
+    bar = 4 + 14 * len(lines)
     canvas = Image.new("RGB", (2 * w + 8, h + bar), (0, 0, 0))
     canvas.paste(left, (0, bar))
     canvas.paste(right, (w + 8, bar))
-    text = title or f"{analysis.verdict} score {analysis.score:.3f} (threshold {analysis.threshold:.3f})"
     d = ImageDraw.Draw(canvas)
-    d.text((4, 3), text, fill=(255, 255, 255))
+    for i, line in enumerate(lines):
+        d.text((4, 3 + 14 * i), line, fill=(255, 255, 255))
     d.text((w + 12, 3), f"ELA q{ELA_QUALITY} (display scale)", fill=(255, 255, 255))
     return canvas
