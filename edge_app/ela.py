@@ -8,24 +8,22 @@ more. The exact and display forms are bit-identical to the usual Pillow code
 display form, ``ImageEnhance.Brightness(diff).enhance(255 / max)``); the
 accurate integer DCT is what Pillow uses, and the maps depend on it.
 
-Speed: the JPEG encode + decode is the floor. Beyond it we do three C passes
-inside Pillow (RGB -> Pillow's 4-byte pixels, the difference, 4 -> 3 bytes
-back to numpy) and no Python per-pixel work; we skip Image.open's header
-parsing by running Pillow's JPEG decoder directly. Pillow's RGB images keep 4
-bytes per pixel, so both layout conversions are unavoidable when input and
-output are numpy arrays (about 0.5 ms at 640x480, 4.5 ms at 1920x1080 on a
-2.8 GHz Xeon core); numpy versions of them (strided copies) and a numpy
-max/min/subtract difference were measured slower than Pillow's loops.
+Speed: the JPEG encode + decode is the floor. The round trip runs on one of
+the backends in ``edge_app.ela_codecs``: libjpeg-turbo's TurboJPEG API when the
+system has it (3-byte RGB in and out, then a numpy max - min difference) and
+its maps are checked identical to Pillow's, else Pillow's codec (whose 4-byte
+pixels cost two layout conversions, about 0.5 ms at 640x480 and 4.5 ms at
+1920x1080 on a 2.8 GHz Xeon core). Neither does Python per-pixel work.
 """
 
 from __future__ import annotations
 
-import io
 import numbers
 import threading
 
 import numpy as np
-from PIL import Image
+
+from edge_app.ela_codecs import open_best
 
 __all__ = [
     "ELA_QUALITY",
@@ -84,74 +82,20 @@ def _check_quality(quality: object) -> int:
 
 
 class ElaWorkspace:
-    """Pillow images and buffers reused from frame to frame (one thread only).
+    """The JPEG codec and buffers reused from frame to frame (one thread only).
 
-    The functions below use one per thread when none is given; pass your own
-    to keep buffers for a second image size without reallocating.
+    The functions below use one per thread when none is given; pass your own to keep
+    buffers for a second image size without reallocating. ``codec`` names a backend in
+    ``edge_app.ela_codecs`` ("auto": the fastest that reproduces Pillow's maps here).
     """
 
-    def __init__(self) -> None:
-        self._size: tuple[int, int] | None = None
-        self._src: Image.Image | None = None
-        self._dec = None  # Pillow core image the JPEG is decoded into
-        self._jpeg = io.BytesIO()
+    def __init__(self, codec: str = "auto") -> None:
+        self.codec = open_best(codec)
         self._f32 = np.empty(_BLOCK, np.float32)
-
-    def _prepare(self, size: tuple[int, int]) -> None:
-        if size != self._size:
-            self._src = Image.new("RGB", size)
-            self._dec = Image.core.new("RGB", size)
-            self._size = size
 
     def _levels(self, rgb: np.ndarray, quality: int) -> np.ndarray:
         """Unchecked core of :func:`error_level` (rgb C-contiguous uint8 (H, W, 3))."""
-        h, w = rgb.shape[:2]
-        size = (w, h)
-        self._prepare(size)
-        src = self._src
-        # Unpack into the persistent image: no new allocation per frame.
-        src.frombytes(rgb)
-
-        jpeg = self._jpeg
-        # Overwrite from the start without truncating: truncation would shrink
-        # the BytesIO buffer and make the next frame reallocate it.
-        jpeg.seek(0)
-        src.save(jpeg, format="JPEG", quality=quality)
-        nbytes = jpeg.tell()
-
-        with jpeg.getbuffer() as view:
-            # A bytes copy (8 us at 1080p) that decoders of every Pillow
-            # version accept; the view is released before the next write.
-            data = view[:nbytes].tobytes()
-
-        # Decode straight into the persistent image with Pillow's own JPEG
-        # decoder (same C code and arguments Image.open(...).load() uses) and
-        # skip Image.open's header parsing and chunked reads.
-        decoder = Image._getdecoder("RGB", "jpeg", ("RGB", ""))
-        try:
-            decoder.setimage(self._dec, (0, 0, w, h))
-            consumed, err = decoder.decode(data)
-        finally:
-            decoder.cleanup()
-        if err < 0 or consumed >= 0:
-            raise OSError(f"JPEG round trip failed: Pillow decoder status {consumed}, error {err}")
-
-        # |a - b| per byte in one C pass (ImageChops.difference), then pack
-        # Pillow's 4-byte pixels back to RGB in one raw-encoder call sized to
-        # the whole image, which avoids tobytes()' 64 KiB chunks + join copy.
-        diff = src.im.chop_difference(self._dec)
-        encoder = Image._getencoder("RGB", "raw", "RGB")
-        encoder.setimage(diff, (0, 0, w, h))
-        chunks = []
-        while True:
-            _, status, data = encoder.encode(w * h * 3)
-            chunks.append(data)
-            if status or not data:
-                break
-        if status <= 0:
-            raise OSError(f"packing the ELA map failed: Pillow encoder error {status}")
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return np.frombuffer(data, np.uint8).reshape(h, w, 3)
+        return self.codec.levels(rgb, quality)
 
 
 _local = threading.local()

@@ -5,12 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-test}"
 
-# mosquitto: the demo's local broker and the test suite's real broker
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-  echo "setup: installing mosquitto (Debian package)"
+# mosquitto: the demo's local broker and the test suite's real broker;
+# libturbojpeg0: ELA's fast JPEG round trip (edge_app/ela_codecs/turbojpeg.py)
+have_turbojpeg() { ldconfig -p 2>/dev/null | grep -q "libturbojpeg.so"; }
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! have_turbojpeg; then
+  echo "setup: installing mosquitto and libturbojpeg0 (Debian packages)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl libturbojpeg0 >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -34,7 +34,7 @@ PIP_ARGS=""
 WHEEL=""
 NO_PIP=0
 USER_NAME=edge-app
-APT_PACKAGES=(python3-picamera2 python3-libgpiod python3-venv mosquitto-clients)
+APT_PACKAGES=(python3-picamera2 python3-libgpiod python3-venv mosquitto-clients libturbojpeg0)
 
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageChops, ImageEnhance
 
+from edge_app import ela_codecs
 from edge_app.ela import (
     ELA_CLIP_LEVEL,
     ELA_SCALE,
@@ -22,6 +23,23 @@ from edge_app.ela import (
     error_level_display,
     error_level_normalized,
 )
+from edge_app.ela_codecs import PREFERENCE, CodecUnavailable, open_codec
+
+
+def _available_codecs() -> list[str]:
+    names = []
+    for name in PREFERENCE:
+        try:
+            open_codec(name)
+            names.append(name)
+        except CodecUnavailable:
+            pass
+    return names
+
+
+#: every backend that runs here is held to the same reference
+CODECS = _available_codecs()
+WORKSPACES = {name: ElaWorkspace(name) for name in CODECS}
 
 DATASETS = Path(
     os.environ.get("EDGE_APP_DATASETS")
@@ -77,14 +95,16 @@ def jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
 # --------------------------------------------------------------- exactness
 
 
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (8, 8), (17, 1), (64, 65), (480, 640)])
 @pytest.mark.parametrize("quality", [1, 50, 90, 100])
-def test_random_images_match_reference(shape, quality):
+def test_random_images_match_reference(shape, quality, codec):
+    ws = WORKSPACES[codec]
     rgb = np.random.default_rng(sum(shape) + quality).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    levels = error_level(rgb, quality)
+    levels = error_level(rgb, quality, workspace=ws)
     assert levels.shape == rgb.shape and levels.dtype == np.uint8
     np.testing.assert_array_equal(levels, ref_exact(rgb, quality))
-    np.testing.assert_array_equal(error_level_display(rgb, quality), ref_display(rgb, quality))
+    np.testing.assert_array_equal(error_level_display(rgb, quality, workspace=ws), ref_display(rgb, quality))
 
 
 @pytest.mark.parametrize(
@@ -92,16 +112,18 @@ def test_random_images_match_reference(shape, quality):
     [("casia1", "Au/*.jpg", 6), ("casia1", "Sp/*.jpg", 3), ("nuaa", "ClientRaw/*/*.jpg", 3),
      ("nuaa", "ImposterRaw/*/*.jpg", 2)],
 )
-def test_natural_images_match_reference(folder, pattern, count):
+@pytest.mark.parametrize("codec", CODECS)
+def test_natural_images_match_reference(folder, pattern, count, codec):
+    ws = WORKSPACES[codec]
     for path in dataset_images(folder, pattern, count):
         rgb = load_rgb(path)
         for quality in (75, 90):
-            levels = error_level(rgb, quality)
+            levels = error_level(rgb, quality, workspace=ws)
             np.testing.assert_array_equal(levels, ref_exact(rgb, quality), err_msg=str(path))
             np.testing.assert_array_equal(
-                error_level_display(rgb, quality), ref_display(rgb, quality), err_msg=str(path)
+                error_level_display(rgb, quality, workspace=ws), ref_display(rgb, quality), err_msg=str(path)
             )
-            norm = error_level_normalized(rgb, quality)
+            norm = error_level_normalized(rgb, quality, workspace=ws)
             assert norm.dtype == np.float32
             np.testing.assert_array_equal(
                 norm, np.minimum(levels.astype(np.float32) * ELA_SCALE, np.float32(1))
@@ -127,9 +149,9 @@ def rgb_images(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rgb=rgb_images(), quality=st.integers(1, 100))
-def test_properties(rgb, quality):
-    levels = error_level(rgb, quality)
+@given(rgb=rgb_images(), quality=st.integers(1, 100), codec=st.sampled_from(CODECS))
+def test_properties(rgb, quality, codec):
+    levels = error_level(rgb, quality, workspace=WORKSPACES[codec])
     assert levels.shape == rgb.shape and levels.dtype == np.uint8
     np.testing.assert_array_equal(levels, ref_exact(rgb, quality))
 
@@ -207,6 +229,40 @@ def test_threads_use_separate_workspaces():
     for t in threads:
         t.join()
     assert not failures
+
+
+# --------------------------------------------------------------- codec backends
+
+
+def test_turbojpeg_backend_is_used_where_its_library_is_installed():
+    import ctypes.util
+
+    if ctypes.util.find_library("turbojpeg") is None:
+        pytest.skip("libturbojpeg is not installed here (scripts/setup.sh installs it)")
+    # the library is there: the backend must load, pass its self-check and be the default
+    assert "turbojpeg" in CODECS
+    assert ElaWorkspace().codec.name == "turbojpeg"
+
+
+def test_a_backend_whose_maps_differ_from_pillow_is_refused(caplog):
+    class OffByOne:
+        name = "off-by-one"
+
+        def levels(self, rgb, quality):
+            return np.minimum(ref_exact(rgb, quality), 254) + 1
+
+    with pytest.raises(CodecUnavailable, match="differ from Pillow"):
+        ela_codecs._check_identical("off-by-one (test)", OffByOne())
+    assert "not used" in caplog.text
+
+
+def test_the_codec_can_be_forced_by_name_or_environment(monkeypatch):
+    assert ElaWorkspace("pillow").codec.name == "pillow"
+    monkeypatch.setenv(ela_codecs.ENV, "pillow")
+    assert ElaWorkspace().codec.name == "pillow"
+    monkeypatch.setenv(ela_codecs.ENV, "nonsense")
+    with pytest.raises(ValueError, match="unknown ELA codec 'nonsense'"):
+        ElaWorkspace()
 
 
 # --------------------------------------------------------------- what ELA shows

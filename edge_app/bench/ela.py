@@ -11,7 +11,9 @@ milliseconds and the ratios the design brief asks for:
               numpy -> numpy through Pillow's public calls, no ELA arithmetic.
   naive       the usual Python ELA: fromarray, save, reopen, ImageChops.difference
               (exact), + getextrema and ImageEnhance.Brightness (display).
-  ours        edge_app.ela.error_level / error_level_display.
+  ours        edge_app.ela.error_level / error_level_display on the codec backend
+              ELA picks here (turbojpeg where libturbojpeg is installed, else pillow);
+              "ours pillow" times the Pillow backend beside it when they differ.
 
 Before timing it checks that ours and naive give identical maps.
 
@@ -136,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
     photo, source = load_photo(args.image)
     print(f"image: {source} {photo.size[0]}x{photo.size[1]}, quality {q}")
+    codec = ElaWorkspace().codec.name
     print(f"python {platform.python_version()}, numpy {np.__version__}, Pillow {Image.__version__}, "
-          f"PyWavelets {pywt.__version__}, {platform.machine()} x{os.cpu_count()}")
+          f"PyWavelets {pywt.__version__}, {platform.machine()} x{os.cpu_count()}; ELA codec: {codec}")
     print("times in ms, min / median over interleaved rounds; ratios min / median\n")
 
     cases = [(f"{w}x{h}", photo.resize((w, h), Image.LANCZOS)) for w, h in SIZES]
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict = {"image": source, "quality": q, "python": platform.python_version(),
                     "numpy": np.__version__, "pillow": Image.__version__,
-                    "pywavelets": pywt.__version__, "cpus": os.cpu_count(), "ela": {}, "wavelet": {}}
+                    "pywavelets": pywt.__version__, "cpus": os.cpu_count(), "ela_codec": codec,
+                    "ela": {}, "wavelet": {}}
     all_equal = True
     header = (f"{'size':>14} {'variant':>14} {'min':>8} {'median':>8}")
     for label, im in cases:
@@ -153,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         ws = ElaWorkspace()
         same_exact = np.array_equal(error_level(rgb, q, workspace=ws), naive_exact(rgb, q))
         same_display = np.array_equal(error_level_display(rgb, q, workspace=ws), naive_display(rgb, q))
+        ws_pil = ElaWorkspace("pillow") if codec != "pillow" else None
+        if ws_pil is not None:
+            same_exact &= np.array_equal(error_level(rgb, q, workspace=ws_pil), naive_exact(rgb, q))
         all_equal &= same_exact and same_display
         variants = {
             "floor": lambda: floor(im, q),
@@ -162,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             "ours exact": lambda: error_level(rgb, q, workspace=ws),
             "ours display": lambda: error_level_display(rgb, q, workspace=ws),
         }
+        if ws_pil is not None:
+            variants["ours pillow"] = lambda: error_level(rgb, q, workspace=ws_pil)
         n = args.repeat or default_repeat(rgb.shape[0] * rgb.shape[1])
         res = interleaved(variants, n)
         ratios = {
@@ -172,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             "naive display/ours display": ratio(res, "naive display", "ours display"),
             "naive display/ours exact": ratio(res, "naive display", "ours exact"),
         }
+        if ws_pil is not None:
+            ratios["ours pillow/floor"] = ratio(res, "ours pillow", "floor")
         report["ela"][label] = {"rounds": n, "times": res, "ratios": ratios,
                                 "identical_exact": same_exact, "identical_display": same_display}
         print(header)
