@@ -162,6 +162,11 @@ def error_level_display(
     quality = _check_quality(quality)
     ws = _workspace(workspace)
     levels = ws._levels(rgb, quality)
+    if out is None and levels.flags.owndata:
+        # a map the codec made for this call alone: scale it in place, one
+        # full-size allocation less (6 MB at 1080p)
+        levels.flags.writeable = True
+        out = levels
     out = _check_out(out, levels.shape, np.uint8)
     peak = int(levels.max())
     if peak == 0:
