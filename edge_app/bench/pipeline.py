@@ -344,6 +344,9 @@ def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dic
             "ours display": lambda: error_level_display(frame),
             "naive PIL display": lambda: naive_display(frame, 90),
         }, repeat)
+        from edge_app.ela import ElaWorkspace
+
+        results["ela_codec"] = ElaWorkspace().codec.name
         results["wavelet_640x480_gray_ms"] = interleaved({"wavelet 640x480 gray": lambda: noise_residual(frame.mean(axis=2, dtype=np.float32))}, max(10, repeat // 10))
 
         e2e = {}

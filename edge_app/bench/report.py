@@ -56,7 +56,8 @@ def markdown(r: dict, pi_estimate: dict | None = None) -> str:
     if peer.get("available"):
         out.append(f"| peer MiniFASNetV2 float | {peer['file']} | {peer['bytes']} | {peer['xnnpack_partitions']} | "
                    f"{'yes' if peer['xnnpack_whole_graph'] else 'no'} |")
-    out += ["", "## ELA at 640x480 (quality 90)", ""] + _timing_table(r["ela_640x480"])
+    codec = f"; codec backend: {r['ela_codec']}" if r.get("ela_codec") else ""
+    out += ["", f"## ELA at 640x480 (quality 90{codec})", ""] + _timing_table(r["ela_640x480"])
     out += _timing_table(r["wavelet_640x480_gray_ms"])[2:]
     out += ["", "## Ratios (medians, same run)", "", "| ratio | value |", "|---|---:|"]
     out += [f"| {k} | {v} |" for k, v in r["ratios"].items()]
