@@ -982,7 +982,11 @@ def write_report(path: Path, meta: dict, ev: dict, notes: dict, aucs: dict, how:
         "the model responds to pasted regions when the compression history is matched, not that it catches a "
         "careful human forger (blending, noise matching, recompression chains, AI in-painting are not covered).",
         "- Localization is at the scale of 64-pixel patches; pixel F1 is bounded by that blockiness, and small "
-        "regions are missed or over-drawn. Compare with the whole-image baseline F1.",
+        "regions are missed or over-drawn. Compare with the whole-image baseline F1. Copy-move evidence marks "
+        "16-pixel blocks of both the source and the copy; CASIA's masks count only the copy.",
+        "- The copy-move evidence finds plain translations: copies that were rotated or scaled are left to the CNN, "
+        "and a strongly periodic texture (tiles, fences, printed patterns) can read as a copy. Much of the CASIA v1 "
+        "gain over the CNN alone comes from its copy-moves, most of which are plain translations.",
         "- Images from phones or social networks (resized, recompressed several times, other quantization tables) "
         "are outside this evaluation; downscaled inputs lose the traces the model uses.",
         "- One data set, one split, one seed. No claim about other data sets.",
