@@ -226,17 +226,13 @@ def score_files(analyzer, items, split: str, timings: list | None = None) -> lis
 def aggregate_all(scored: list[Scored], how: str, half_pairs: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Image scores as the device computes them: the CNN's aggregate, and with ``half_pairs``
     the max with the copy-move score (the heatmap likewise); None gives the CNN alone."""
-    from edge_app.copy_move import copy_move_score
-    from edge_app.forensics import aggregate
+    from edge_app.forensics import aggregate, with_copy_move
 
     for s in scored:
         s.score = aggregate(s.patch_scores, how)
         s.heat = s.cnn_heat
         if half_pairs is not None:
-            cm = copy_move_score(s.copy_move.pairs, half_pairs)
-            if cm > 0:
-                s.heat = np.maximum(s.cnn_heat, s.copy_move.mask(*s.cnn_heat.shape).astype(np.float32) * np.float32(cm))
-            s.score = max(s.score, cm)
+            s.score, _, s.heat = with_copy_move(s.score, s.cnn_heat, s.copy_move, half_pairs)
     return np.array([s.score for s in scored]), np.array([s.label for s in scored])
 
 

@@ -404,14 +404,11 @@ class ForensicsAnalyzer:
         heat = assemble_heatmap(scores, coords, rgb.shape[0], rgb.shape[1], self.patch)
         cnn_score = aggregate(scores, self.aggregation)
         t3 = time.perf_counter()
-        cm, cm_score = None, 0.0
+        cm, cm_score, score = None, 0.0, cnn_score
         if self.copy_move_params is not None:
             cm = find_copy_move(rgb, self.copy_move_params)
-            cm_score = copy_move_score(cm.pairs, self.copy_move_half_pairs)
-            if cm_score > 0:
-                np.maximum(heat, cm.mask(*heat.shape).astype(np.float32) * np.float32(cm_score), out=heat)
+            score, cm_score, heat = with_copy_move(cnn_score, heat, cm, self.copy_move_half_pairs)
         t4 = time.perf_counter()
-        score = max(cnn_score, cm_score)
         threshold = self.threshold if jpeg_source else self.lossless_threshold
         return Analysis(
             score=score,
@@ -428,6 +425,16 @@ class ForensicsAnalyzer:
             copy_move=cm,
             copy_move_score=cm_score,
         )
+
+
+def with_copy_move(cnn_score: float, heat: np.ndarray, cm: CopyMove, half_pairs: float
+                   ) -> tuple[float, float, np.ndarray]:
+    """(image score, copy-move score, heatmap) once the copy-move evidence joins the CNN's:
+    the higher of the two scores, and the matched blocks drawn at the copy-move score."""
+    cm_score = copy_move_score(cm.pairs, half_pairs)
+    if cm_score > 0:
+        heat = np.maximum(heat, cm.mask(*heat.shape).astype(np.float32) * np.float32(cm_score))
+    return max(cnn_score, cm_score), cm_score, heat
 
 
 def load_analyzer(models_dir: str | Path, name: str = MODEL_NAME, threads: int = 1,
