@@ -309,7 +309,7 @@ def plot_roc(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray]], op: t
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set_xlabel("false positive rate (authentic flagged)")
     ax.set_ylabel("true positive rate (manipulated flagged)")
-    ax.set_title("forensics_cnn int8, held-out test images")
+    ax.set_title("forensics (CNN + copy-move evidence), held-out test images", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -564,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     tpr = test_fig["confusion"]["tp"] / max(1, test_fig["manipulated"])
     plot_roc(reports / "forensics_roc.png",
              [("CASIA v1 test, int8", ts[ty == 0], ts[ty == 1]),
+              ("CASIA v1 test, int8, CNN alone (no copy-move evidence)", ts_cnn[ty == 0], ts_cnn[ty == 1]),
               ("CASIA v1 test, float32", fs[ty == 0], fs[ty == 1]),
               ("CASIA tampered vs authentic re-saved with tampered tables", rs, ts[ty == 1]),
               ("self-made test (vs controls, same tables)", controls, ss[sy == 1])], (fpr, tpr))
