@@ -45,13 +45,14 @@ from PIL import Image, ImageDraw, ImageFilter, JpegImagePlugin
 
 from convert.datasets import REPO, datasets_root
 from edge_app.copy_move import find_copy_move
+from edge_app.keypoint_copy_move import find_keypoint_copy_move
 from edge_app.forensics import FEATURES, estimate_jpeg_quality, prepare
 
 DATASET = "casia1"
 CACHE = REPO / ".cache" / "forensics"
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 SPLIT_SEED = 20240601
-CACHE_VERSION = 4  # bump when the cached content changes (4: copy-move result in extra)
+CACHE_VERSION = 5  # bump when the cached content changes (4: copy-move result in extra; 5: keypoint copy-move)
 
 _NAME = re.compile(r"^Sp_([DS])_([A-Z]{3})_([A-Z])_([a-z]{3})(\d{4})_([a-z]{3})(\d{4})[_.](\d{4})$")
 # typos in CASIA v1 source fields (a source category that does not exist)
@@ -356,7 +357,7 @@ class Sample:
 def _sample_from_rgb(name, label, kind, split, rgb, mask, history, q, extra=None) -> Sample:
     feats = prepare(rgb, q).astype(np.float16)
     # copy-move runs on the pixels as decoded, before the common recompression, as on the device
-    extra = dict(extra or {}, copy_move=find_copy_move(rgb))
+    extra = dict(extra or {}, copy_move=find_copy_move(rgb), keypoint_copy_move=find_keypoint_copy_move(rgb))
     return Sample(name, label, kind, split, feats, mask, history.get("quality"), history.get("subsampling", ""),
                   extra)
 

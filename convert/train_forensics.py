@@ -39,7 +39,7 @@ import numpy as np
 from convert.datasets import REPO
 
 NAME = "forensics_cnn"
-VERSION = "0.3.0"  # 0.3.0: image score also takes the copy-move evidence (edge_app.copy_move)
+VERSION = "0.4.0"  # 0.3.0: + block copy-move evidence (edge_app.copy_move); 0.4.0: + keypoint copy-move
 # One last JPEG step at the same quality for every image, high enough to keep the traces of
 # earlier edits: on validation patches q95 gave AUC 0.76 after 3 epochs where q70 (below every
 # CASIA source quality) gave 0.66 after 4. Whether the model then reads the source quality

@@ -4,7 +4,9 @@
           -> int8 patch CNN on overlapping patches -> patch scores
           -> image score (aggregate) + heatmap (patch scores averaged per pixel)
     image -> copy-move block matching (edge_app.copy_move) -> pairs at one shift
-    image score = max(CNN score, copy-move score); heatmap = max of both maps
+    image -> copy-move keypoint matching (edge_app.keypoint_copy_move) -> inliers of one
+             similarity transform (finds scaled and rotated copies)
+    image score = max(CNN score, copy-move scores); heatmap = max of the maps
 
 Why the recompression: a data set (CASIA v1 above all) can save authentic and tampered
 images at different JPEG qualities, and an ELA model then learns the quantization table
@@ -33,6 +35,8 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from edge_app.copy_move import CopyMove, CopyMoveParams, copy_move_score, find_copy_move
+from edge_app.keypoint_copy_move import (KeypointCopyMove, KeypointParams, find_keypoint_copy_move,
+                                         keypoint_copy_move_score)
 from edge_app.ela import ELA_QUALITY, error_level_display, error_level_normalized
 from edge_app.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
 
@@ -335,6 +339,8 @@ class Analysis:
     cnn_score: float | None = None  # the CNN's own image score, before the copy-move evidence
     copy_move: CopyMove | None = None  # None when the model's metadata has no copy_move section
     copy_move_score: float = 0.0
+    keypoint_copy_move: KeypointCopyMove | None = None  # None without a keypoint_copy_move section
+    keypoint_copy_move_score: float = 0.0
 
 
 class ForensicsAnalyzer:
@@ -366,6 +372,9 @@ class ForensicsAnalyzer:
         cm = meta.get("copy_move")
         self.copy_move_half_pairs = float(cm["half_pairs"]) if cm else None
         self.copy_move_params = CopyMoveParams(**cm.get("params", {})) if cm else None
+        kp = meta.get("keypoint_copy_move")
+        self.keypoint_half_inliers = float(kp["half_inliers"]) if kp else None
+        self.keypoint_params = KeypointParams(**kp.get("params", {})) if kp else None
         if model.input.shape != (1, self.patch, self.patch, len(FEATURES)):
             raise ValueError(f"{model.path.name}: input shape {model.input.shape} does not fit patch "
                              f"{self.patch} with {len(FEATURES)} features")
@@ -404,11 +413,12 @@ class ForensicsAnalyzer:
         heat = assemble_heatmap(scores, coords, rgb.shape[0], rgb.shape[1], self.patch)
         cnn_score = aggregate(scores, self.aggregation)
         t3 = time.perf_counter()
-        cm, cm_score, score = None, 0.0, cnn_score
-        if self.copy_move_params is not None:
-            cm = find_copy_move(rgb, self.copy_move_params)
-            score, cm_score, heat = with_copy_move(cnn_score, heat, cm, self.copy_move_half_pairs)
+        cm = None if self.copy_move_params is None else find_copy_move(rgb, self.copy_move_params)
         t4 = time.perf_counter()
+        kp = None if self.keypoint_params is None else find_keypoint_copy_move(rgb, self.keypoint_params)
+        t5 = time.perf_counter()
+        score, cm_score, kp_score, heat = with_copy_move(cnn_score, heat, cm, self.copy_move_half_pairs,
+                                                         kp, self.keypoint_half_inliers)
         threshold = self.threshold if jpeg_source else self.lossless_threshold
         return Analysis(
             score=score,
@@ -420,21 +430,29 @@ class ForensicsAnalyzer:
             pixel_threshold=self.pixel_threshold,
             timing_ms={"features": round((t1 - t0) * 1e3, 2), "model": round((t2 - t1) * 1e3, 2),
                        "heatmap": round((t3 - t2) * 1e3, 2), "copy_move": round((t4 - t3) * 1e3, 2),
-                       "patches": len(coords)},
+                       "keypoint_copy_move": round((t5 - t4) * 1e3, 2), "patches": len(coords)},
             cnn_score=cnn_score,
             copy_move=cm,
             copy_move_score=cm_score,
+            keypoint_copy_move=kp,
+            keypoint_copy_move_score=kp_score,
         )
 
 
-def with_copy_move(cnn_score: float, heat: np.ndarray, cm: CopyMove, half_pairs: float
-                   ) -> tuple[float, float, np.ndarray]:
-    """(image score, copy-move score, heatmap) once the copy-move evidence joins the CNN's:
-    the higher of the two scores, and the matched blocks drawn at the copy-move score."""
-    cm_score = copy_move_score(cm.pairs, half_pairs)
+def with_copy_move(cnn_score: float, heat: np.ndarray, cm: CopyMove | None, half_pairs: float | None,
+                   kp: KeypointCopyMove | None = None, half_inliers: float | None = None
+                   ) -> tuple[float, float, float, np.ndarray]:
+    """(image score, block copy-move score, keypoint copy-move score, heatmap) once the
+    copy-move evidence joins the CNN's: the highest of the scores, and each detector's
+    matched regions drawn into the heatmap at its score. A detector that is None (or has
+    no weight) adds nothing."""
+    cm_score = 0.0 if cm is None or half_pairs is None else copy_move_score(cm.pairs, half_pairs)
     if cm_score > 0:
         heat = np.maximum(heat, cm.mask(*heat.shape).astype(np.float32) * np.float32(cm_score))
-    return max(cnn_score, cm_score), cm_score, heat
+    kp_score = 0.0 if kp is None or half_inliers is None else keypoint_copy_move_score(kp.inliers, half_inliers)
+    if kp_score > 0:
+        heat = np.maximum(heat, kp.mask(*heat.shape).astype(np.float32) * np.float32(kp_score))
+    return max(cnn_score, cm_score, kp_score), cm_score, kp_score, heat
 
 
 def load_analyzer(models_dir: str | Path, name: str = MODEL_NAME, threads: int = 1,
@@ -473,6 +491,13 @@ def _evidence(analysis: Analysis) -> dict:
     if cm is not None:
         out["copy_move"] = {"score": round(float(analysis.copy_move_score), 4), "pairs": cm.pairs,
                             "shift": list(cm.shift) if cm.shift else None}
+    kp = analysis.keypoint_copy_move
+    if kp is not None:
+        out["keypoint_copy_move"] = {
+            "score": round(float(analysis.keypoint_copy_move_score), 4), "inliers": kp.inliers,
+            "shift": list(kp.shift) if kp.shift else None,
+            "scale": None if kp.scale is None else round(kp.scale, 3),
+            "rotation_deg": None if kp.rotation_deg is None else round(kp.rotation_deg, 1)}
     return out
 
 
@@ -591,6 +616,10 @@ def render_heatmap(rgb: np.ndarray, analysis: Analysis, title: str = "") -> Imag
     cm = analysis.copy_move
     if not title and cm is not None and cm.shift and analysis.copy_move_score >= 0.5:
         lines.append(f"copy-move: {cm.pairs} block pairs at shift {cm.shift[0]},{cm.shift[1]} (dy,dx)")
+    kp = analysis.keypoint_copy_move
+    if not title and kp is not None and kp.shift and analysis.keypoint_copy_move_score >= 0.5:
+        lines.append(f"copy-move: {kp.inliers} keypoints, scale {kp.scale:.2f}, rotation {kp.rotation_deg:.0f} deg, "
+                     f"shift {kp.shift[0]},{kp.shift[1]} (dy,dx)")
     bar = 4 + 14 * len(lines)
     canvas = Image.new("RGB", (2 * w + 8, h + bar), (0, 0, 0))
     canvas.paste(left, (0, bar))

@@ -77,3 +77,22 @@ def nuaa_rows(datasets: Path, subjects: tuple[str, ...], label: str, every: int 
 
 def blank_frame(h: int = 480, w: int = 640, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(90, 110, (h, w, 3), dtype=np.uint8)
+
+
+def textured_casia_test_photos(box: tuple[int, int, int, int], count: int) -> list[tuple[str, np.ndarray]]:
+    """The first ``count`` held-out authentic CASIA v1 photos (384x256, by name) with texture
+    (grey-level std > 25) inside ``box`` = (y0, y1, x0, x1): where a test copies a region from."""
+    if not (DATASETS / "casia1" / "manifest.csv").is_file():
+        pytest.skip(f"CASIA v1 not found at {DATASETS / 'casia1'} (set EDGE_APP_DATASETS)")
+    from convert.forensics_data import load_rgb, split_items
+
+    items, _ = split_items()
+    y0, y1, x0, x1 = box
+    out = []
+    for it in sorted((i for i in items if i.split == "test" and i.label == 0), key=lambda i: i.name):
+        rgb = load_rgb(it.path)
+        if rgb.shape[:2] == (256, 384) and rgb[y0:y1, x0:x1].std() > 25:
+            out.append((it.name, rgb))
+            if len(out) == count:
+                return out
+    pytest.fail(f"fewer than {count} textured authentic test photos found")

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from edge_app.copy_move import CopyMoveParams, copy_move_score, find_copy_move
+from tests.conftest import textured_casia_test_photos
 
-REPO = Path(__file__).resolve().parents[1]
-DATASETS = Path(os.environ.get("EDGE_APP_DATASETS", REPO.parent / "shared" / "datasets"))
-CASIA = DATASETS / "casia1"
 
 SRC = (113, 129)  # top-left of the copied region
 DST = (150, 230)  # where it is pasted: a shift of (37, 101), off the 8x8 JPEG grid
@@ -37,20 +33,7 @@ def _copy(rgb: np.ndarray, src=SRC, dst=DST, size=SIZE) -> np.ndarray:
 @pytest.fixture(scope="module")
 def photos():
     """Three held-out authentic CASIA photos (landscape, textured where the copy comes from)."""
-    if not (CASIA / "manifest.csv").is_file():
-        pytest.skip(f"CASIA v1 not found at {CASIA} (set EDGE_APP_DATASETS)")
-    from convert.forensics_data import load_rgb, split_items
-
-    items, _ = split_items()
-    out = []
-    for it in sorted((i for i in items if i.split == "test" and i.label == 0), key=lambda i: i.name):
-        rgb = load_rgb(it.path)
-        region = rgb[SRC[0]:SRC[0] + SIZE[0], SRC[1]:SRC[1] + SIZE[1]]
-        if rgb.shape[:2] == (256, 384) and region.std() > 25:
-            out.append((it.name, rgb))
-        if len(out) == 3:
-            return out
-    pytest.fail("no three textured authentic test photos found")
+    return textured_casia_test_photos((SRC[0], SRC[0] + SIZE[0], SRC[1], SRC[1] + SIZE[1]), 3)
 
 
 def test_a_copied_region_is_found_with_its_shift_after_jpeg(photos):

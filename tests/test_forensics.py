@@ -78,6 +78,7 @@ def test_shipped_model_loads_verified_with_its_calibration(analyzer):
     assert meta["training_data"]["license"] == "CASIA v1: research use"
     assert "casia_test" in meta["evaluation"] and "operating_point" in meta
     assert meta["copy_move"]["half_pairs"] == analyzer.copy_move_half_pairs
+    assert meta["keypoint_copy_move"]["half_inliers"] == analyzer.keypoint_half_inliers
     # the float twin carries the same calibration
     flt = json.loads((MODELS / f"{MODEL_NAME}_float.json").read_text())
     assert flt["threshold"] == meta["threshold"]
@@ -194,6 +195,33 @@ def test_a_copy_move_is_caught_and_drawn_through_the_device_path(analyzer, casia
     # the untouched photo carries no such evidence
     clean, _, _ = check_image(_jpeg(rgb, 90), analyzer, name="clean")
     assert clean["evidence"]["copy_move"]["score"] < analyzer.threshold
+
+
+def test_a_scaled_and_rotated_copy_is_caught_by_keypoints_through_the_device_path(analyzer, casia_test_items):
+    import cv2
+
+    from convert.forensics_data import load_rgb
+
+    assert analyzer.keypoint_params is not None and analyzer.keypoint_half_inliers > 0
+    au = sorted((i for i in casia_test_items if i.label == 0), key=lambda i: i.name)
+    # a photo with texture where the copy comes from (disc of radius 34 around x=92, y=128)
+    rgb = next(r for r in map(lambda i: load_rgb(i.path), au)
+               if r.shape[:2] == (256, 384) and r[94:162, 58:126].std() > 25)
+    m = cv2.getRotationMatrix2D((92, 128), 20, 1.25)  # turned 20 degrees, 1.25x, then moved
+    m[:, 2] += (198, 22)
+    warped = cv2.warpAffine(rgb, m, (384, 256), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    disc = np.zeros((256, 384), np.uint8)
+    cv2.circle(disc, (290, 150), 34, 1, thickness=-1)
+    fake = rgb.copy()
+    fake[disc > 0] = warped[disc > 0]
+    result, _, analysis = check_image(_jpeg(fake, 90), analyzer, name="scaled copy")
+    kp = result["evidence"]["keypoint_copy_move"]
+    assert kp["scale"] == pytest.approx(1.25, abs=0.03) and abs(kp["rotation_deg"]) == pytest.approx(20, abs=2), kp
+    assert result["evidence"]["copy_move"]["pairs"] < 10  # block matching cannot see it
+    assert result["verdict"] == "manipulated" and result["score"] >= kp["score"] > analyzer.threshold
+    assert (analysis.heatmap[disc > 0] >= analysis.pixel_threshold).mean() > 0.2
+    clean, _, _ = check_image(_jpeg(rgb, 90), analyzer, name="clean")
+    assert clean["evidence"]["keypoint_copy_move"]["inliers"] == 0
 
 
 def test_real_casia_copy_moves_give_copy_move_evidence(analyzer, casia_test_items):

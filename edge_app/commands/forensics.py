@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
                     cm = result["evidence"].get("copy_move")
                     if cm and cm["shift"] and cm["score"] >= 0.5:
                         detail += f"; copy-move: {cm['pairs']} block pairs at shift {cm['shift'][0]},{cm['shift'][1]}"
+                    kp = result["evidence"].get("keypoint_copy_move")
+                    if kp and kp["shift"] and kp["score"] >= 0.5:
+                        detail += (f"; copy-move: {kp['inliers']} keypoints, scale {kp['scale']:.2f}, "
+                                   f"rotation {kp['rotation_deg']:.0f} deg")
                     src = result["source"]
                     if src.get("jpeg_history"):
                         detail += f"; JPEG q~{src['jpeg_quality_estimate']}"
