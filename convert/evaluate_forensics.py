@@ -250,6 +250,16 @@ def aggregate_all(scored: list[Scored], how: str, half_pairs: float | None = Non
     return np.array([s.score for s in scored]), np.array([s.label for s in scored])
 
 
+def evidence_parts(scored: list[Scored], how: str, half_pairs: float) -> dict[str, np.ndarray]:
+    """Each part of the image score on its own, for the ablation: the CNN, the block pair
+    count, the keypoint inlier count, and the v0.3.0 scoring (CNN and blocks). Call it before
+    the shipped combination: ``aggregate_all`` leaves its scores and heatmaps on ``scored``."""
+    cnn, _ = aggregate_all(scored, how)
+    v3, _ = aggregate_all(scored, how, half_pairs)
+    return {"cnn_alone": cnn, "copy_move_alone": np.array([s.copy_move.pairs for s in scored], float),
+            "keypoint_alone": np.array([s.keypoint.inliers for s in scored], float), "cnn_and_blocks_v0_3_0": v3}
+
+
 # --------------------------------------------------------------------------- report parts
 
 
@@ -464,10 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     log("scoring test images ...")
     timings: list[dict] = []
     test = score_files(int8, items, "test", timings)
-    ts_cnn, _ = aggregate_all(test, how)
-    ts_pairs = np.array([s.copy_move.pairs for s in test], float)
-    ts_inl = np.array([s.keypoint.inliers for s in test], float)
-    ts_v3, _ = aggregate_all(test, how, half)  # the v0.3.0 scoring: CNN + block matching
+    tp = evidence_parts(test, how, half)
     ts, ty = aggregate_all(test, how, half, half_kp)
     # the device computes the same combination: check on test images through check_image
     int8.copy_move_half_pairs, int8.keypoint_half_inliers = half, half_kp
@@ -498,10 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     log("quality-bias sets ...")
     quality_rows = per_quality(test, threshold)
     requality = score_samples(int8, fd.requality_set(items, "test", q))
-    rs_cnn, _ = aggregate_all(requality, how)
-    rs_pairs = np.array([s.copy_move.pairs for s in requality], float)
-    rs_inl = np.array([s.keypoint.inliers for s in requality], float)
-    rs_v3, _ = aggregate_all(requality, how, half)
+    rp = evidence_parts(requality, how, half)
     rs, _ = aggregate_all(requality, how, half, half_kp)
     au_scores = ts[ty == 0]
     req_rows = []
@@ -525,10 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     # ---- self-made
     log("self-made manipulations ...")
     self_test = score_samples(int8, fd.selfmade_set(items, "test", q))
-    ss_cnn, _ = aggregate_all(self_test, how)
-    ss_pairs = np.array([s.copy_move.pairs for s in self_test], float)
-    ss_inl = np.array([s.keypoint.inliers for s in self_test], float)
-    ss_v3, _ = aggregate_all(self_test, how, half)
+    sp = evidence_parts(self_test, how, half)
+    ss_v3 = sp["cnn_and_blocks_v0_3_0"]
     ss, sy = aggregate_all(self_test, how, half, half_kp)
     svs, svy = aggregate_all(self_val, how, half, half_kp)
     self_fig = image_figures(ss, sy, threshold)
@@ -599,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     tpr = test_fig["confusion"]["tp"] / max(1, test_fig["manipulated"])
     plot_roc(reports / "forensics_roc.png",
              [("CASIA v1 test, int8", ts[ty == 0], ts[ty == 1]),
-              ("CASIA v1 test, int8, CNN alone (no copy-move evidence)", ts_cnn[ty == 0], ts_cnn[ty == 1]),
+              ("CASIA v1 test, int8, CNN alone (no copy-move evidence)", tp["cnn_alone"][ty == 0],
+               tp["cnn_alone"][ty == 1]),
               ("CASIA v1 test, float32", fs[ty == 0], fs[ty == 1]),
               ("CASIA tampered vs authentic re-saved with tampered tables", rs, ts[ty == 1]),
               ("self-made test (vs controls, same tables)", controls, ss[sy == 1])], (fpr, tpr))
@@ -644,27 +647,20 @@ def main(argv: list[str] | None = None) -> int:
             "val_auc_cnn_alone": {"casia_val": aucs_casia[how], "self_made_val": aucs_self[how]},
             # what each part gives on test (AUC, bootstrap 95%), the combination being what ships
             "test_ablation": {
-                name: {"cnn_alone": bootstrap_auc(c[neg], c[pos]), "copy_move_alone": bootstrap_auc(p[neg], p[pos]),
-                       "keypoint_alone": bootstrap_auc(k[neg], k[pos]),
-                       "cnn_and_blocks_v0_3_0": bootstrap_auc(v3[neg], v3[pos]),
-                       "combined": bootstrap_auc(f[neg], f[pos])}
-                for name, c, p, k, v3, f, neg, pos in (
-                    ("casia_test", ts_cnn, ts_pairs, ts_inl, ts_v3, ts, ty == 0, ty == 1),
-                    ("casia_test_copy_move_vs_authentic", ts_cnn, ts_pairs, ts_inl, ts_v3, ts, ty == 0,
+                name: {k: bootstrap_auc(v[neg], v[pos]) for k, v in (parts | {"combined": combined}).items()}
+                for name, parts, combined, neg, pos in (
+                    ("casia_test", tp, ts, ty == 0, ty == 1),
+                    ("casia_test_copy_move_vs_authentic", tp, ts, ty == 0,
                      np.array([s.kind == "copy-move" for s in test])),
-                    ("casia_test_splicing_vs_authentic", ts_cnn, ts_pairs, ts_inl, ts_v3, ts, ty == 0,
+                    ("casia_test_splicing_vs_authentic", tp, ts, ty == 0,
                      np.array([s.kind == "splicing" for s in test])),
-                    ("self_made_test", ss_cnn, ss_pairs, ss_inl, ss_v3, ss, sy == 0, sy == 1),
-                    ("self_made_test_copy_move_vs_controls", ss_cnn, ss_pairs, ss_inl, ss_v3, ss, sy == 0,
+                    ("self_made_test", sp, ss, sy == 0, sy == 1),
+                    ("self_made_test_copy_move_vs_controls", sp, ss, sy == 0,
                      np.array([s.kind == "self-copy-move" for s in self_test])),
-                    ("self_made_test_splice_vs_controls", ss_cnn, ss_pairs, ss_inl, ss_v3, ss, sy == 0,
+                    ("self_made_test_splice_vs_controls", sp, ss, sy == 0,
                      np.array([s.kind == "self-splice" for s in self_test])))
-            } | {"quality_matched": {
-                "cnn_alone": bootstrap_auc(rs_cnn, ts_cnn[ty == 1]),
-                "copy_move_alone": bootstrap_auc(rs_pairs, ts_pairs[ty == 1]),
-                "keypoint_alone": bootstrap_auc(rs_inl, ts_inl[ty == 1]),
-                "cnn_and_blocks_v0_3_0": bootstrap_auc(rs_v3, ts_v3[ty == 1]),
-                "combined": bootstrap_auc(rs, ts[ty == 1])}},
+            } | {"quality_matched": {k: bootstrap_auc(rp[k], tp[k][ty == 1]) for k in tp}
+                 | {"combined": bootstrap_auc(rs, ts[ty == 1])}},
             "authentic_test_flagged_by_copy_move_alone": _prop(
                 int(sum(copy_move_score(s.copy_move.pairs, half) >= threshold for s in test if s.label == 0)),
                 int((ty == 0).sum())),
