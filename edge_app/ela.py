@@ -10,7 +10,8 @@ accurate integer DCT is what Pillow uses, and the maps depend on it.
 
 Speed: the JPEG encode + decode is the floor. The round trip runs on one of
 the backends in ``edge_app.ela_codecs``: libjpeg-turbo's TurboJPEG API when the
-system has it (3-byte RGB in and out, then a numpy max - min difference) and
+system has it (3-byte RGB in and out, coder state kept between frames, large
+images coded in strips on several cores, then a numpy max - min difference) and
 its maps are checked identical to Pillow's, else Pillow's codec (whose 4-byte
 pixels cost two layout conversions, about 0.5 ms at 640x480 and 4.5 ms at
 1920x1080 on a 2.8 GHz Xeon core). Neither does Python per-pixel work.
@@ -47,11 +48,6 @@ ELA_QUALITY = 90
 ELA_CLIP_LEVEL = 32
 ELA_SCALE = 1.0 / ELA_CLIP_LEVEL  # plain float (JSON-friendly); exact in float32
 
-# Display scaling goes through a float32 buffer of this many values, which
-# stays in L2 cache; a whole-frame float32 temporary was ~25% slower.
-_BLOCK = 1 << 16
-
-
 def _check_rgb(rgb: object) -> np.ndarray:
     if not isinstance(rgb, np.ndarray):
         raise ValueError(f"ELA input must be a numpy array, got {type(rgb).__name__}")
@@ -87,11 +83,12 @@ class ElaWorkspace:
     The functions below use one per thread when none is given; pass your own to keep
     buffers for a second image size without reallocating. ``codec`` names a backend in
     ``edge_app.ela_codecs`` ("auto": the fastest that reproduces Pillow's maps here).
+    ``threads``: cores one large image may be coded on (None: the backend's default, up
+    to 4; 1 keeps all work in the calling thread). Crops always stay in the caller's thread.
     """
 
-    def __init__(self, codec: str = "auto") -> None:
-        self.codec = open_best(codec)
-        self._f32 = np.empty(_BLOCK, np.float32)
+    def __init__(self, codec: str = "auto", threads: int | None = None) -> None:
+        self.codec = open_best(codec, threads)
 
     def _levels(self, rgb: np.ndarray, quality: int) -> np.ndarray:
         """Unchecked core of :func:`error_level` (rgb C-contiguous uint8 (H, W, 3))."""
@@ -173,16 +170,10 @@ def error_level_display(
         out.fill(0)
         return out
     alpha = np.float32(255.0 / peak)  # Pillow passes the factor to C as float
-    src = levels.reshape(-1)
-    dst = out.reshape(-1)
-    buf = ws._f32
-    for start in range(0, src.size, _BLOCK):
-        block = src[start : start + _BLOCK]
-        tmp = buf[: block.size]
-        np.multiply(block, alpha, out=tmp, dtype=np.float32)
-        # float -> uint8 truncates toward zero like the C cast; alpha * peak
-        # stays below 256, so nothing wraps.
-        np.copyto(dst[start : start + _BLOCK], tmp, casting="unsafe")
+    # One ufunc pass: numpy multiplies in float32 through its small internal buffers and
+    # truncates toward zero into uint8 like the C cast (alpha * peak stays below 256, so
+    # nothing wraps); 15% faster than multiply-then-copy through our own float32 buffer.
+    np.multiply(levels, alpha, out=out, dtype=np.float32, casting="unsafe")
     return out
 
 

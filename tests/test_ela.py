@@ -40,6 +40,10 @@ def _available_codecs() -> list[str]:
 #: every backend that runs here is held to the same reference
 CODECS = _available_codecs()
 WORKSPACES = {name: ElaWorkspace(name) for name in CODECS}
+if "turbojpeg" in CODECS:
+    # large images coded in up to 4 strips at once, whatever this machine's core count
+    CODECS.append("turbojpeg x4")
+    WORKSPACES["turbojpeg x4"] = ElaWorkspace("turbojpeg", threads=4)
 
 DATASETS = Path(
     os.environ.get("EDGE_APP_DATASETS")
@@ -232,6 +236,107 @@ def test_threads_use_separate_workspaces():
 
 
 # --------------------------------------------------------------- codec backends
+
+
+@st.composite
+def tall_images(draw):
+    """Random or photo-like content tall enough for 1-4 strips, any width and height."""
+    h = draw(st.integers(1, 330))
+    w = draw(st.integers(1, 48))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    if draw(st.booleans()):
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    smooth = 128 + 80 * np.sin(xx / rng.uniform(2, 30)) * np.cos(yy / rng.uniform(2, 30))
+    img = smooth[..., None] + rng.normal(0, rng.uniform(0, 20), (h, w, 3)) + rng.uniform(-40, 40, 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.skipif("turbojpeg" not in CODECS, reason="libturbojpeg is not installed here")
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rgb=tall_images(), quality=st.integers(1, 100), strips=st.integers(2, 4))
+def test_images_coded_in_strips_match_reference(rgb, quality, strips):
+    # forced split, so small images exercise every cut position and the image edges
+    codec = WORKSPACES["turbojpeg x4"].codec
+    np.testing.assert_array_equal(codec.levels(rgb, quality, strips=strips), ref_exact(rgb, quality))
+
+
+@pytest.mark.parametrize("height", [1, 15, 16, 17, 31, 100, 480, 1080, 1081])
+@pytest.mark.parametrize("strips", [1, 2, 3, 4])
+def test_strip_plan_tiles_the_image_on_mcu_rows_with_context(height, strips):
+    from edge_app.ela_codecs.turbojpeg import strip_plan
+
+    plan = strip_plan(height, strips)
+    assert 1 <= len(plan) <= strips
+    kept = [(k0, k1) for _, _, k0, k1 in plan]
+    assert kept[0][0] == 0 and kept[-1][1] == height
+    assert all(a[1] == b[0] for a, b in zip(kept, kept[1:]))  # no gap, no overlap
+    for start, stop, k0, k1 in plan:
+        assert k0 < k1 and start % 16 == 0 and k0 % 16 == 0
+        assert start == max(0, k0 - 16) and stop == min(height, k1 + 16)
+
+
+def test_the_backend_splits_frames_not_crops():
+    if "turbojpeg" not in CODECS:
+        pytest.skip("libturbojpeg is not installed here")
+    codec = WORKSPACES["turbojpeg x4"].codec
+    assert codec.strips_for((128, 128, 3)) == 1
+    assert codec.strips_for((300, 400, 3)) == 1
+    assert codec.strips_for((480, 640, 3)) == 3
+    assert codec.strips_for((1080, 1920, 3)) == 4
+    assert ElaWorkspace("turbojpeg", threads=1).codec.strips_for((1080, 1920, 3)) == 1
+
+
+def test_a_backend_wrong_only_when_split_is_refused():
+    if "turbojpeg" not in CODECS:
+        pytest.skip("libturbojpeg is not installed here")
+    real = WORKSPACES["turbojpeg x4"].codec
+
+    class WrongWhenSplit:
+        name = "wrong-when-split"
+        threads = 4
+
+        def levels(self, rgb, quality, strips=None):
+            levels = real.levels(rgb, quality, strips=1)
+            if strips and strips > 1:
+                levels = levels.copy()
+                levels[-1, -1, 0] ^= 1
+            return levels
+
+    with pytest.raises(CodecUnavailable, match="in 4 strips"):
+        ela_codecs._check_identical("wrong-when-split (test)", WrongWhenSplit())
+
+
+def _levels_in_child(rgb, queue):
+    queue.put(error_level(rgb, 90, workspace=WORKSPACES["turbojpeg x4"]).copy())
+
+
+def test_a_forked_child_codes_strips_too():
+    # convert/ forks workers; a child inherits the codec's thread pool but not its threads
+    if "turbojpeg" not in CODECS:
+        pytest.skip("libturbojpeg is not installed here")
+    import multiprocessing
+
+    rgb = np.random.default_rng(12).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    expected = error_level(rgb, 90, workspace=WORKSPACES["turbojpeg x4"])  # the parent's pool runs
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_levels_in_child, args=(rgb, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bad_thread_count_raises(threads):
+    with pytest.raises(ValueError, match="ELA threads must be an int >= 1"):
+        ElaWorkspace(threads=threads)
 
 
 def test_turbojpeg_backend_is_used_where_its_library_is_installed():

@@ -12,8 +12,12 @@ milliseconds and the ratios the design brief asks for:
   naive       the usual Python ELA: fromarray, save, reopen, ImageChops.difference
               (exact), + getextrema and ImageEnhance.Brightness (display).
   ours        edge_app.ela.error_level / error_level_display on the codec backend
-              ELA picks here (turbojpeg where libturbojpeg is installed, else pillow);
-              "ours pillow" times the Pillow backend beside it when they differ.
+              ELA picks here (turbojpeg where libturbojpeg is installed, else pillow),
+              with its default threads: frames of 480x360 and up are coded in strips
+              on up to 4 cores, crops in the calling thread;
+  ours 1t     the same on one thread, beside it when the default uses more, since the
+              floor and naive use one core;
+  ours pillow the Pillow backend beside it when the default is another.
 
 Before timing it checks that ours and naive give identical maps.
 
@@ -138,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 
     photo, source = load_photo(args.image)
     print(f"image: {source} {photo.size[0]}x{photo.size[1]}, quality {q}")
-    codec = ElaWorkspace().codec.name
+    default_ws = ElaWorkspace()
+    codec = default_ws.codec.name
+    threads = getattr(default_ws.codec, "threads", 1)
     print(f"python {platform.python_version()}, numpy {np.__version__}, Pillow {Image.__version__}, "
-          f"PyWavelets {pywt.__version__}, {platform.machine()} x{os.cpu_count()}; ELA codec: {codec}")
+          f"PyWavelets {pywt.__version__}, {platform.machine()} x{os.cpu_count()}; "
+          f"ELA codec: {codec}, up to {threads} thread(s) per image")
     print("times in ms, min / median over interleaved rounds; ratios min / median\n")
 
     cases = [(f"{w}x{h}", photo.resize((w, h), Image.LANCZOS)) for w, h in SIZES]
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"image": source, "quality": q, "python": platform.python_version(),
                     "numpy": np.__version__, "pillow": Image.__version__,
                     "pywavelets": pywt.__version__, "cpus": os.cpu_count(), "ela_codec": codec,
+                    "ela_threads": threads,
                     "ela": {}, "wavelet": {}}
     all_equal = True
     header = (f"{'size':>14} {'variant':>14} {'min':>8} {'median':>8}")
@@ -157,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         ws = ElaWorkspace()
         same_exact = np.array_equal(error_level(rgb, q, workspace=ws), naive_exact(rgb, q))
         same_display = np.array_equal(error_level_display(rgb, q, workspace=ws), naive_display(rgb, q))
+        ws_1t = ElaWorkspace(threads=1) if threads > 1 else None
+        if ws_1t is not None:
+            same_exact &= np.array_equal(error_level(rgb, q, workspace=ws_1t), naive_exact(rgb, q))
+            same_display &= np.array_equal(error_level_display(rgb, q, workspace=ws_1t),
+                                           naive_display(rgb, q))
         ws_pil = ElaWorkspace("pillow") if codec != "pillow" else None
         if ws_pil is not None:
             same_exact &= np.array_equal(error_level(rgb, q, workspace=ws_pil), naive_exact(rgb, q))
@@ -169,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             "ours exact": lambda: error_level(rgb, q, workspace=ws),
             "ours display": lambda: error_level_display(rgb, q, workspace=ws),
         }
+        if ws_1t is not None:
+            variants["ours exact 1t"] = lambda: error_level(rgb, q, workspace=ws_1t)
+            variants["ours display 1t"] = lambda: error_level_display(rgb, q, workspace=ws_1t)
         if ws_pil is not None:
             variants["ours pillow"] = lambda: error_level(rgb, q, workspace=ws_pil)
         n = args.repeat or default_repeat(rgb.shape[0] * rgb.shape[1])
@@ -181,13 +197,17 @@ def main(argv: list[str] | None = None) -> int:
             "naive display/ours display": ratio(res, "naive display", "ours display"),
             "naive display/ours exact": ratio(res, "naive display", "ours exact"),
         }
+        if ws_1t is not None:
+            ratios["exact 1t/floor"] = ratio(res, "ours exact 1t", "floor")
+            ratios["display 1t/floor"] = ratio(res, "ours display 1t", "floor")
+            ratios["naive display/ours display 1t"] = ratio(res, "naive display", "ours display 1t")
         if ws_pil is not None:
             ratios["ours pillow/floor"] = ratio(res, "ours pillow", "floor")
         report["ela"][label] = {"rounds": n, "times": res, "ratios": ratios,
                                 "identical_exact": same_exact, "identical_display": same_display}
         print(header)
         for name, r in res.items():
-            print(f"{label:>14} {name:>14} {r['min_ms']:8.3f} {r['median_ms']:8.3f}")
+            print(f"{label:>14} {name:>15} {r['min_ms']:8.3f} {r['median_ms']:8.3f}")
         for name, r in ratios.items():
             print(f"{'':>14} {name:>28}  {fmt_ratio(r)}")
         print(f"{'':>14} maps identical to naive: exact {'OK' if same_exact else 'MISMATCH'}, "
@@ -218,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
             checks.append((f"{label} display <= 1.3x floor", r["display/floor"], lambda v: v <= 1.3))
         checks.append((f"{label} naive display >= 2x ours display",
                        r["naive display/ours display"], lambda v: v >= 2))
+        if "exact 1t/floor" in r and "crop" not in label:
+            # the same targets on one core, where the floor and naive run
+            checks.append((f"{label} 1 thread: exact <= 1.15x floor", r["exact 1t/floor"],
+                           lambda v: v <= 1.15))
+            checks.append((f"{label} 1 thread: display <= 1.3x floor", r["display 1t/floor"],
+                           lambda v: v <= 1.3))
+            checks.append((f"{label} 1 thread: naive display >= 2x ours",
+                           r["naive display/ours display 1t"], lambda v: v >= 2))
     for label, r, ok in checks:
         verdict = "met" if ok(r["min"]) and ok(r["median"]) else (
             "met on one of min/median" if ok(r["min"]) or ok(r["median"]) else "MISSED")

@@ -2,15 +2,19 @@
 
 Every backend gives the exact error level |rgb - decode(encode(rgb, quality))| of a
 C-contiguous uint8 (H, W, 3) array, bit-identical to Pillow's JPEG codec (accurate integer
-DCT, 4:2:0, fancy upsampling). ``pillow`` always works. ``turbojpeg`` (PyTurboJPEG over the
-system's libjpeg-turbo) reads and writes 3-byte RGB directly, which spares the two layout
-conversions Pillow's 4-byte pixels need; it is used only when its library loads and a
-self-check on fixed images gives Pillow's maps exactly, so a different libjpeg-turbo build
-can never change a map.
+DCT, 4:2:0, fancy upsampling). ``pillow`` always works. ``turbojpeg`` (the system's
+libjpeg-turbo through ctypes) reads and writes 3-byte RGB directly, which spares the two layout
+conversions Pillow's 4-byte pixels need, keeps its coder state between frames and codes large
+images in strips on several cores; it is used only when its library loads and a self-check on
+fixed images (one of them large enough to be split) gives Pillow's maps exactly, so a different
+libjpeg-turbo build can never change a map.
 
-To add a backend: a module here with ``NAME``, ``open_codec() -> codec`` (raising
-``CodecUnavailable`` when it cannot run) whose codec has
-``levels(rgb: np.ndarray, quality: int) -> np.ndarray``; then list it in ``PREFERENCE``.
+To add a backend: a module here with ``NAME``, ``open_codec(threads: int | None) -> codec``
+(raising ``CodecUnavailable`` when it cannot run; ``threads`` is how many cores it may use,
+None for its default) whose codec has ``levels(rgb: np.ndarray, quality: int) -> np.ndarray``;
+then list it in ``PREFERENCE``. A backend that codes large images in strips on several cores
+has ``threads`` > 1 and takes ``levels(rgb, quality, strips=n)`` to force a split, so that the
+self-check holds the split maps to Pillow's too.
 """
 
 from __future__ import annotations
@@ -41,14 +45,17 @@ class ElaCodec(Protocol):
         """Exact error level of C-contiguous uint8 (H, W, 3) ``rgb``; a new uint8 array."""
 
 
-def open_codec(name: str) -> ElaCodec:
-    """A fresh codec of backend ``name`` (one per thread: codecs keep buffers)."""
+def open_codec(name: str, threads: int | None = None) -> ElaCodec:
+    """A fresh codec of backend ``name`` (one per thread: codecs keep buffers), using at most
+    ``threads`` cores (None: the backend's default)."""
     if name not in PREFERENCE:
         raise ValueError(f"unknown ELA codec {name!r}; known: {', '.join(PREFERENCE)}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"ELA threads must be an int >= 1, got {threads!r}")
     module = importlib.import_module(f"{__name__}.{name}")
-    codec = module.open_codec()
+    codec = module.open_codec(threads)
     if name != "pillow":
-        _check_identical(name, codec)
+        _check_identical(f"{name} x{getattr(codec, 'threads', 1)}", codec)
     return codec
 
 
@@ -77,15 +84,22 @@ def _check_identical(name: str, codec: ElaCodec) -> None:
 
             reference = pillow.open_codec()
             why = None
+            threads = getattr(codec, "threads", 1)
+            splits = [{}, {"strips": threads}] if threads > 1 else [{}]
             for img in _self_check_images():
                 for q in (1, 50, 90, 95, 100):
-                    try:
-                        same = np.array_equal(codec.levels(img, q), reference.levels(img, q))
-                    except Exception as exc:  # a broken library must not take ELA down
-                        why = f"{type(exc).__name__}: {exc}"
-                        break
-                    if not same:
-                        why = f"its maps differ from Pillow's (image {img.shape}, quality {q})"
+                    expected = reference.levels(img, q)
+                    for split in splits:
+                        try:
+                            same = np.array_equal(codec.levels(img, q, **split), expected)
+                        except Exception as exc:  # a broken library must not take ELA down
+                            why = f"{type(exc).__name__}: {exc}"
+                            break
+                        if not same:
+                            how = f", in {threads} strips" if split else ""
+                            why = f"its maps differ from Pillow's (image {img.shape}, quality {q}{how})"
+                            break
+                    if why:
                         break
                 if why:
                     break
@@ -96,15 +110,15 @@ def _check_identical(name: str, codec: ElaCodec) -> None:
             raise CodecUnavailable(f"{name}: {_verdicts[name]}")
 
 
-def open_best(preferred: str | None = None) -> ElaCodec:
+def open_best(preferred: str | None = None, threads: int | None = None) -> ElaCodec:
     """The first backend that works here: ``preferred``, else ``$EDGE_APP_ELA_CODEC``, else
     ``PREFERENCE`` order. A forced backend that cannot run is an error, not a fallback."""
     forced = preferred if preferred not in (None, "auto") else os.environ.get(ENV)
     if forced and forced != "auto":
-        return open_codec(forced)
+        return open_codec(forced, threads)
     for name in PREFERENCE:
         try:
-            return open_codec(name)
+            return open_codec(name, threads)
         except CodecUnavailable as exc:
             log.debug("ELA codec %s unavailable: %s", name, exc)
     raise AssertionError("the pillow codec is always available")  # pragma: no cover

@@ -79,5 +79,7 @@ class PillowCodec:
         return np.frombuffer(data, np.uint8).reshape(h, w, 3)
 
 
-def open_codec() -> PillowCodec:
+def open_codec(threads: int | None = None) -> PillowCodec:
+    # one thread whatever ``threads`` says: the round trip is short next to a thread handoff
+    # at crop size, and this is the fallback, not the fast path
     return PillowCodec()
