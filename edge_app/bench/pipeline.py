@@ -346,7 +346,9 @@ def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dic
         }, repeat)
         from edge_app.ela import ElaWorkspace
 
-        results["ela_codec"] = ElaWorkspace().codec.name
+        codec = ElaWorkspace().codec
+        results["ela_codec"] = codec.name
+        results["ela_threads"] = getattr(codec, "threads", 1)
         results["wavelet_640x480_gray_ms"] = interleaved({"wavelet 640x480 gray": lambda: noise_residual(frame.mean(axis=2, dtype=np.float32))}, max(10, repeat // 10))
 
         e2e = {}

@@ -57,6 +57,8 @@ def markdown(r: dict, pi_estimate: dict | None = None) -> str:
         out.append(f"| peer MiniFASNetV2 float | {peer['file']} | {peer['bytes']} | {peer['xnnpack_partitions']} | "
                    f"{'yes' if peer['xnnpack_whole_graph'] else 'no'} |")
     codec = f"; codec backend: {r['ela_codec']}" if r.get("ela_codec") else ""
+    if r.get("ela_threads", 1) > 1:
+        codec += f", frames coded in strips on up to {r['ela_threads']} threads"
     out += ["", f"## ELA at 640x480 (quality 90{codec})", ""] + _timing_table(r["ela_640x480"])
     out += _timing_table(r["wavelet_640x480_gray_ms"])[2:]
     out += ["", "## Ratios (medians, same run)", "", "| ratio | value |", "|---|---:|"]
