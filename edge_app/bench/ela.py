@@ -22,7 +22,7 @@ milliseconds and the ratios the design brief asks for:
 Before timing it checks that ours and naive give identical maps.
 
     edge-app bench ela [--image PATH]  (or python bench/ela.py ...)
-    python bench/ela.py [--image PATH] [--repeat N] [--quality Q] [--json FILE]
+    python bench/ela.py [--image PATH] [--repeat N] [--quality Q] [--json FILE] [--only crop]
 """
 
 from __future__ import annotations
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, help="rounds per size (default: by size, 30-400)")
     ap.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     ap.add_argument("--json", metavar="FILE", help="also write all figures as JSON")
+    ap.add_argument("--only", choices=["frames", "crop"],
+                    help="time only the three frame sizes, or only the 128x128 crop")
     args = ap.parse_args(argv)
     q = args.quality
 
@@ -150,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
           f"ELA codec: {codec}, up to {threads} thread(s) per image")
     print("times in ms, min / median over interleaved rounds; ratios min / median\n")
 
-    cases = [(f"{w}x{h}", photo.resize((w, h), Image.LANCZOS)) for w, h in SIZES]
-    cases.append((f"{CROP}x{CROP} crop", center_crop(photo, CROP)))
+    cases = []
+    if args.only != "crop":
+        cases += [(f"{w}x{h}", photo.resize((w, h), Image.LANCZOS)) for w, h in SIZES]
+    if args.only != "frames":
+        cases.append((f"{CROP}x{CROP} crop", center_crop(photo, CROP)))
 
     report: dict = {"image": source, "quality": q, "python": platform.python_version(),
                     "numpy": np.__version__, "pillow": Image.__version__,
@@ -216,12 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     # Wavelet residual: gray and RGB at crop and frame size.
     crop = np.array(center_crop(photo, CROP))
     frame = np.array(photo.resize((640, 480), Image.LANCZOS))
-    wv = {
-        "128x128 gray": crop[..., 1].copy(),
-        "128x128 RGB": crop,
-        "640x480 gray": frame[..., 1].copy(),
-        "640x480 RGB": frame,
-    }
+    wv = {"128x128 gray": crop[..., 1].copy(), "128x128 RGB": crop}
+    if args.only != "crop":
+        wv.update({"640x480 gray": frame[..., 1].copy(), "640x480 RGB": frame})
     for label, arr in wv.items():
         n = args.repeat or (300 if arr.shape[0] <= CROP else 30)
         res = interleaved({"residual": lambda a=arr: noise_residual(a)}, n)["residual"]
