@@ -182,8 +182,9 @@ def _residual_pywt(x: np.ndarray, w: pywt.Wavelet, level: int) -> np.ndarray:
 def _residual_banded(img: np.ndarray, ws: wavelet_banded.BandedTransform) -> np.ndarray:
     """The residual through the banded-matrix transform: an (H, C, W) view into ``ws``.
 
-    At crop size PyWavelets' own transforms cost ~1.3 ms for a 128x128 RGB crop; the same
-    transform as banded BLAS products costs ~0.3 ms (see ``edge_app.wavelet_banded``). It needs
+    At crop size PyWavelets' own transforms alone cost ~1.3 ms for a 128x128 RGB crop; with
+    the same transform as banded BLAS products the whole residual costs ~0.5 ms (min time in
+    ``bench/ela.py`` on this project's 2-core VM; see ``edge_app.wavelet_banded``). It needs
     no approximation band: soft(c) = c - clip(c, -T, T) and the inverse transform is linear and
     exact, so x - idwt(soft(c)) = idwt(clip(c, -T, T)) with the approximation set to 0.
     """

@@ -6,7 +6,7 @@ DCT, 4:2:0, fancy upsampling). ``pillow`` always works. ``turbojpeg`` (the syste
 libjpeg-turbo through ctypes) reads and writes 3-byte RGB directly, which spares the two layout
 conversions Pillow's 4-byte pixels need, keeps its coder state between frames and codes large
 images in strips on several cores; it is used only when its library loads and a self-check on
-fixed images (one of them large enough to be split) gives Pillow's maps exactly, so a different
+fixed images, whole and cut into strips, gives Pillow's maps exactly, so a different
 libjpeg-turbo build can never change a map.
 
 To add a backend: a module here with ``NAME``, ``open_codec(threads: int | None) -> codec``
