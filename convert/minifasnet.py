@@ -26,7 +26,6 @@ fine-tuning trains convolutions with biases, which is what the folded graph is.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,3 +235,69 @@ def live_log_odds(logits: np.ndarray) -> np.ndarray:
     """log(P(live) / (1 - P(live))) of the softmax over 3 logits: z1 - logsumexp(z0, z2)."""
     z = np.asarray(logits, np.float64)
     return z[:, LIVE] - np.logaddexp(z[:, 0], z[:, 2])
+
+
+def teacher_model(kind: str, tflite_path: str | Path, batch_size: int | None = None):
+    """The PReLU build with the teacher's weights, both outputs: the reference to distil from."""
+    model = build_minifasnet(kind, "prelu", batch_size=batch_size, outputs="both")
+    load_teacher_weights(model, tflite_path)
+    return model
+
+
+def distill_relu_from_prelu(kind: str, tflite_path: str | Path, crops: np.ndarray, epochs: int = 2,
+                            batch_size: int = 32, learning_rate: float = 3e-4, callbacks=(), seed: int = 0):
+    """A ReLU student, started from the teacher's weights, trained to give the teacher's logits.
+
+    ``crops``: unlabelled uint8 RGB crops at the kind's scale ([N, 80, 80, 3]); each is used as
+    is and mirrored. Targets are the PReLU teacher's 3 logits and its exact live log-odds
+    ``z1 - logsumexp(z0, z2)`` (which the live head learns); the loss is the mean squared error on both (logit matching: the ranking of the live logit is what the device
+    uses, and MSE on logits keeps it where KL on softened probabilities would flatten the tails).
+    Returns the student (batch None, outputs "both"); ``copy_weights`` it into an export build.
+    """
+    import keras
+
+    x = rgb_input(np.concatenate([crops, crops[:, :, ::-1]]))
+    teacher = teacher_model(kind, tflite_path)
+    logits_t = teacher.predict(x, batch_size=128, verbose=0)[1]
+    live_t = live_log_odds(logits_t).astype(np.float32)[:, None]
+    student = build_minifasnet(kind, "relu", batch_size=None, outputs="both", dropout=0.0)
+    load_teacher_weights(student, tflite_path)
+    student.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=["mse", "mse"])
+    keras.utils.set_random_seed(seed)
+    student.fit(x, [live_t, logits_t], batch_size=batch_size, epochs=epochs, shuffle=True,
+                callbacks=list(callbacks), verbose=0)
+    return student
+
+
+def freeze_until(model, stage: str) -> int:
+    """Freeze every weighted layer up to the end of ``stage`` (e.g. "conv_3"); returns how many."""
+    weighted = [l for l in model.layers if l.name[:3].isdigit()]
+    last = max((int(l.name[:3]) for l in weighted if l.name[4:].startswith(stage + "_")), default=None)
+    if last is None:
+        raise ValueError(f"no layer of stage {stage!r} in {model.name}")
+    frozen = [l for l in weighted if int(l.name[:3]) <= last]
+    for layer in frozen:
+        layer.trainable = False
+    return len(frozen)
+
+
+def fit_live_head(model, crops: np.ndarray, ridge: float = 1e-2) -> float:
+    """Refit the Dense(1) live head so it gives the teacher's exact live log-odds on real crops.
+
+    ``model``: an ``outputs="both"`` build whose teacher_logits are the reference (the loaded
+    teacher, or a student). Ridge least squares from the 128-d embedding (mirrored crops too) to
+    ``z1 - logsumexp(z0, z2)``; returns the RMS residual. The initial head is linear in the 3
+    logits; the embedding's 128 dimensions can follow the softmax's bend where those cannot.
+    """
+    import keras
+
+    x = rgb_input(np.concatenate([crops, crops[:, :, ::-1]]))
+    probe = keras.Model(model.input, [model.get_layer("dropout").output, model.output[1]])
+    emb, logits = probe.predict(x, batch_size=128, verbose=0)
+    target = live_log_odds(logits)
+    a = np.concatenate([emb.astype(np.float64), np.ones((len(emb), 1))], axis=1)
+    reg = ridge * len(a) * np.eye(a.shape[1])
+    reg[-1, -1] = 0.0  # the bias is not shrunk
+    w = np.linalg.solve(a.T @ a + reg, a.T @ target)
+    model.get_layer("live_logit").set_weights([w[:-1, None].astype(np.float32), w[-1:].astype(np.float32)])
+    return float(np.sqrt(np.mean((a @ w - target) ** 2)))
