@@ -1,0 +1,303 @@
+"""MiniFASNetV2 / MiniFASNetV1SE rebuilt in Keras and loaded from the teachers' TFLite weights.
+
+The architecture and the weights are Minivision's Silent-Face-Anti-Spoofing models
+(``src/model_lib/MiniFASNet.py``), Apache License 2.0; the weights come from the TFLite
+conversions in ``../shared/teachers/minifasnet`` (their ``LICENSE`` applies to anything trained
+from them: say so in the model's metadata). This module is our own re-implementation; it is used
+offline by ``convert/`` only (TensorFlow), never on the device.
+
+What differs from the teacher, on purpose:
+- Input: the device's ``rgb`` feature (RGB, x/255, 80x80x3). The teacher reads BGR 0..255; the
+  channel reversal and the x255 are folded into the first convolution's kernel, so the graph has
+  no extra op (``input_norm="bgr255"`` keeps the teacher's convention, for checks).
+- Output: one live logit ([B, 1], the device's ``live_logit`` contract) from a Dense(1) on the
+  128-d embedding. It starts as ``z1 - (z0 + z2) / 2`` of the teacher's 3 logits (index 1 = live):
+  a linear head can only be a linear function of the logits, and this one is the log-odds of live
+  against the geometric mean of the two attack classes; ``fit_live_head`` refits it by least
+  squares to the exact ``z1 - logsumexp(z0, z2)`` on real crops when that ranks better.
+  ``outputs="both"`` also returns the teacher's 3 logits (checks, distillation targets).
+- ``activation="relu"``: PReLU replaced by ReLU, same weights. PReLU splits int8 graphs into
+  many XNNPACK partitions; ReLU fuses into the convolutions. ``distill_relu_from_prelu`` recovers
+  the teacher's ranking.
+
+Batch norm is folded into the convolution biases in the teacher files, so the Keras model has none:
+fine-tuning trains convolutions with biases, which is what the folded graph is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+KINDS = ("v2", "v1se")
+TEACHERS = {
+    "v2": "2.7_80x80_MiniFASNetV2.tflite",
+    "v1se": "4_0_0_80x80_MiniFASNetV1SE.tflite",
+}
+CROP_SCALE = {"v2": 2.7, "v1se": 4.0}
+SIZE = 80
+LIVE = 1  # index of the live class among the teacher's 3 logits
+
+# Pruned widths of the residual blocks' expansions (Minivision's keep lists), per stage.
+_STAGES = {
+    "v2": {"conv_3": (13, 13, 13, 13), "conv_4": (231, 52, 26, 77, 26, 26), "conv_5": (26, 26)},
+    "v1se": {"conv_3": (13, 26, 13, 52), "conv_4": (154, 52, 26, 52, 26, 26), "conv_5": (26, 26)},
+}
+# (expansion width, output width) of the stride-2 blocks before each residual stage
+_DOWN = {"conv_23": (103, 64), "conv_34": (231, 128), "conv_45": (308, 128)}
+_SE_REDUCTION = 4
+
+
+@dataclass
+class _Namer:
+    """Weighted layers get a running number, so the loader walks them in the teacher's op order."""
+
+    n: int = 0
+
+    def __call__(self, label: str) -> str:
+        self.n += 1
+        return f"{self.n:03d}_{label}"
+
+
+def build_minifasnet(kind: str, activation: str = "prelu", input_norm: str = "rgb01", batch_size: int | None = 1,
+                     outputs: str = "live", dropout: float = 0.2):
+    """The MiniFASNet ``kind`` ("v2" or "v1se") as a Keras functional model, weights untrained.
+
+    ``input_norm``: "rgb01" (the device's rgb feature) or "bgr255" (the teacher's input).
+    ``batch_size``: 1 for export (XNNPACK, fixed shapes), None for training; both builds share
+    layer names, so ``copy_weights`` moves weights between them.
+    ``outputs``: "live" -> [B, 1] live logit; "both" -> [live logit, teacher's 3 logits].
+    """
+    import keras
+    from keras import layers
+
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: choose one of {KINDS}")
+    if activation not in ("prelu", "relu"):
+        raise ValueError(f"activation {activation!r}: choose prelu or relu")
+    if input_norm not in ("rgb01", "bgr255"):
+        raise ValueError(f"input_norm {input_norm!r}: choose rgb01 or bgr255")
+    if outputs not in ("live", "both"):
+        raise ValueError(f"outputs {outputs!r}: choose live or both")
+    name = _Namer()
+
+    def act(x, label):
+        if activation == "prelu":
+            return layers.PReLU(shared_axes=[1, 2], name=name(label + "_prelu"))(x)
+        return layers.ReLU(name=f"{label}_relu")(x)
+
+    def conv(x, filters, label, kernel=1, stride=1, with_act=True):
+        if stride == 2:  # PyTorch's symmetric padding 1; Keras "same" would pad bottom/right only
+            x = layers.ZeroPadding2D(1, name=f"{label}_pad")(x)
+        pad = "valid" if stride == 2 or kernel == 1 else "same"
+        x = layers.Conv2D(filters, kernel, strides=stride, padding=pad, name=name(label))(x)
+        return act(x, label) if with_act else x
+
+    def dwconv(x, label, kernel=3, stride=1, padding="same", with_act=True):
+        if stride == 2:
+            x = layers.ZeroPadding2D(1, name=f"{label}_pad")(x)
+            padding = "valid"
+        x = layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, name=name(label))(x)
+        return act(x, label) if with_act else x
+
+    def depth_wise(x, mid, out, label, stride=1, residual=False, se=False):
+        y = conv(x, mid, f"{label}_expand")
+        y = dwconv(y, f"{label}_dw", stride=stride)
+        y = conv(y, out, f"{label}_project", with_act=False)
+        if se:
+            y = squeeze_excite(y, label)
+        return layers.Add(name=f"{label}_add")([x, y]) if residual else y
+
+    def squeeze_excite(y, label):
+        c = y.shape[-1]
+        s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{label}_se_pool")(y)
+        s = layers.Conv2D(c // _SE_REDUCTION, 1, activation="relu", name=name(f"{label}_se_fc1"))(s)
+        s = layers.Conv2D(c, 1, name=name(f"{label}_se_fc2"))(s)
+        s = layers.Activation("sigmoid", name=f"{label}_se_gate")(s)
+        return layers.Multiply(name=f"{label}_se_mul")([y, s])
+
+    # the input's name tells load_teacher_weights which convention to fold into conv1
+    inp = keras.Input((SIZE, SIZE, 3), batch_size=batch_size, name="rgb" if input_norm == "rgb01" else "bgr255")
+    x = conv(inp, 32, "conv1", kernel=3, stride=2)
+    x = dwconv(x, "conv2_dw")
+    for down, stage in (("conv_23", "conv_3"), ("conv_34", "conv_4"), ("conv_45", "conv_5")):
+        mid, out = _DOWN[down]
+        x = depth_wise(x, mid, out, down, stride=2)
+        mids = _STAGES[kind][stage]
+        for i, m in enumerate(mids):
+            se = kind == "v1se" and i == len(mids) - 1
+            x = depth_wise(x, m, out, f"{stage}_{i}", residual=True, se=se)
+    x = conv(x, 512, "conv_6_sep")
+    x = dwconv(x, "conv_6_dw", kernel=5, padding="valid", with_act=False)
+    x = layers.Flatten(name="flatten")(x)
+    emb = layers.Dense(128, name=name("embedding"))(x)  # Linear + BatchNorm1d folded
+    emb = layers.Dropout(dropout, name="dropout")(emb)
+    live = layers.Dense(1, name="live_logit")(emb)
+    outs = live
+    if outputs == "both":
+        outs = [live, layers.Dense(3, use_bias=False, name=name("teacher_logits"))(emb)]
+    return keras.Model(inp, outs, name=f"minifasnet_{kind}_{activation}")
+
+
+def teacher_tensors(tflite_path: str | Path) -> list[tuple[str, list[np.ndarray]]]:
+    """(op, [weights...]) of every weighted op of a teacher .tflite, in graph order."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(tflite_path),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    out = []
+    for op in it._get_ops_details():
+        kind = op["op_name"]
+        if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "PRELU", "FULLY_CONNECTED"):
+            continue
+        # inputs[0] is the activation; the rest are constants (a missing bias is index -1)
+        out.append((kind, [it.get_tensor(int(i)).copy() for i in op["inputs"][1:] if int(i) >= 0]))
+    return out
+
+
+def load_teacher_weights(model, tflite_path: str | Path) -> None:
+    """Set every weight of a ``build_minifasnet`` model from the teacher .tflite, in op order.
+
+    Raises ValueError naming the layer when the file and the model disagree (wrong kind).
+    """
+    from keras import layers
+
+    ops = teacher_tensors(tflite_path)
+    weighted = sorted((l for l in model.layers if l.name[:3].isdigit()), key=lambda l: l.name)
+    relu = not any(isinstance(l, layers.PReLU) for l in weighted)
+    if relu:
+        ops = [o for o in ops if o[0] != "PRELU"]
+    rgb01 = model.layers[0].name == "rgb"
+    fc = [o for o in ops if o[0] == "FULLY_CONNECTED"]
+    if len(fc) != 2:
+        raise ValueError(f"{tflite_path}: expected 2 fully connected ops (embedding, classifier), found {len(fc)}")
+    classifier = fc[1][1][0]  # (3, 128), no bias
+    ops = ops[:-1]
+    has_teacher_head = any(l.name.endswith("_teacher_logits") for l in weighted)
+    if has_teacher_head:
+        ops.append(fc[1])
+    if len(ops) != len(weighted):
+        raise ValueError(f"{tflite_path}: {len(ops)} weighted ops but {model.name} has {len(weighted)} weighted layers"
+                         " (teacher file of another kind?)")
+    for layer, (op, w) in zip(weighted, ops):
+        want = [tuple(v.shape) for v in layer.get_weights()]
+        if op == "CONV_2D":
+            kernel, bias = w[0].transpose(1, 2, 3, 0), w[1]  # OHWI -> HWIO
+            if layer.name.endswith("_conv1") and rgb01:
+                kernel = kernel[:, :, ::-1, :] * np.float32(255.0)  # RGB x/255 in, BGR 0..255 seen
+            new = [kernel, bias]
+        elif op == "DEPTHWISE_CONV_2D":
+            new = [w[0][0][..., None], w[1]]  # 1HWC -> HWC1
+        elif op == "PRELU":
+            new = [w[0].reshape(want[0])]
+        else:  # FULLY_CONNECTED: (out, in) -> (in, out)
+            new = [w[0].T] + ([w[1]] if len(w) > 1 else [])
+        if [tuple(v.shape) for v in new] != want:
+            raise ValueError(f"{tflite_path}: {op} weights {[v.shape for v in new]} do not fit layer "
+                             f"{layer.name} {want} (teacher file of another kind?)")
+        layer.set_weights(new)
+    w_live = classifier[LIVE] - (classifier[0] + classifier[2]) / 2
+    model.get_layer("live_logit").set_weights([w_live[:, None].astype(np.float32), np.zeros(1, np.float32)])
+
+
+def copy_weights(src, dst) -> None:
+    """Copy weights layer by layer, by name (e.g. a batch-None training model -> a batch-1 export)."""
+    names = {l.name for l in dst.layers}
+    for layer in src.layers:
+        if layer.weights and layer.name in names:
+            dst.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def rgb_input(crops: np.ndarray) -> np.ndarray:
+    """The device's rgb feature of uint8 RGB crops: float32 x/255, [N, 80, 80, 3]."""
+    return crops.astype(np.float32) * np.float32(1 / 255)
+
+
+def teacher_logits(tflite_path: str | Path, crops: np.ndarray) -> np.ndarray:
+    """[N, 3] logits of the teacher .tflite itself on uint8 RGB crops (fed BGR 0..255, one at a time)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(tflite_path), num_threads=1)
+    it.allocate_tensors()
+    i_idx, o_idx = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    out = []
+    for crop in crops:
+        it.set_tensor(i_idx, crop[None, :, :, ::-1].astype(np.float32))
+        it.invoke()
+        out.append(it.get_tensor(o_idx)[0].copy())
+    return np.array(out, np.float32)
+
+
+def live_log_odds(logits: np.ndarray) -> np.ndarray:
+    """log(P(live) / (1 - P(live))) of the softmax over 3 logits: z1 - logsumexp(z0, z2)."""
+    z = np.asarray(logits, np.float64)
+    return z[:, LIVE] - np.logaddexp(z[:, 0], z[:, 2])
+
+
+def teacher_model(kind: str, tflite_path: str | Path, batch_size: int | None = None):
+    """The PReLU build with the teacher's weights, both outputs: the reference to distil from."""
+    model = build_minifasnet(kind, "prelu", batch_size=batch_size, outputs="both")
+    load_teacher_weights(model, tflite_path)
+    return model
+
+
+def distill_relu_from_prelu(kind: str, tflite_path: str | Path, crops: np.ndarray, epochs: int = 2,
+                            batch_size: int = 32, learning_rate: float = 3e-4, callbacks=(), seed: int = 0):
+    """A ReLU student, started from the teacher's weights, trained to give the teacher's logits.
+
+    ``crops``: unlabelled uint8 RGB crops at the kind's scale ([N, 80, 80, 3]); each is used as
+    is and mirrored. Targets are the PReLU teacher's 3 logits and its exact live log-odds
+    ``z1 - logsumexp(z0, z2)`` (which the live head learns); the loss is the mean squared error on both (logit matching: the ranking of the live logit is what the device
+    uses, and MSE on logits keeps it where KL on softened probabilities would flatten the tails).
+    Returns the student (batch None, outputs "both"); ``copy_weights`` it into an export build.
+    """
+    import keras
+
+    x = rgb_input(np.concatenate([crops, crops[:, :, ::-1]]))
+    teacher = teacher_model(kind, tflite_path)
+    logits_t = teacher.predict(x, batch_size=128, verbose=0)[1]
+    live_t = live_log_odds(logits_t).astype(np.float32)[:, None]
+    student = build_minifasnet(kind, "relu", batch_size=None, outputs="both", dropout=0.0)
+    load_teacher_weights(student, tflite_path)
+    student.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=["mse", "mse"])
+    keras.utils.set_random_seed(seed)
+    student.fit(x, [live_t, logits_t], batch_size=batch_size, epochs=epochs, shuffle=True,
+                callbacks=list(callbacks), verbose=0)
+    return student
+
+
+def freeze_until(model, stage: str) -> int:
+    """Freeze every weighted layer up to the end of ``stage`` (e.g. "conv_3"); returns how many."""
+    weighted = [l for l in model.layers if l.name[:3].isdigit()]
+    last = max((int(l.name[:3]) for l in weighted if l.name[4:].startswith(stage + "_")), default=None)
+    if last is None:
+        raise ValueError(f"no layer of stage {stage!r} in {model.name}")
+    frozen = [l for l in weighted if int(l.name[:3]) <= last]
+    for layer in frozen:
+        layer.trainable = False
+    return len(frozen)
+
+
+def fit_live_head(model, crops: np.ndarray, ridge: float = 1e-2) -> float:
+    """Refit the Dense(1) live head so it gives the teacher's exact live log-odds on real crops.
+
+    ``model``: an ``outputs="both"`` build whose teacher_logits are the reference (the loaded
+    teacher, or a student). Ridge least squares from the 128-d embedding (mirrored crops too) to
+    ``z1 - logsumexp(z0, z2)``; returns the RMS residual. The initial head is linear in the 3
+    logits; the embedding's 128 dimensions can follow the softmax's bend where those cannot.
+    """
+    import keras
+
+    x = rgb_input(np.concatenate([crops, crops[:, :, ::-1]]))
+    probe = keras.Model(model.input, [model.get_layer("dropout").output, model.output[1]])
+    emb, logits = probe.predict(x, batch_size=128, verbose=0)
+    target = live_log_odds(logits)
+    a = np.concatenate([emb.astype(np.float64), np.ones((len(emb), 1))], axis=1)
+    reg = ridge * len(a) * np.eye(a.shape[1])
+    reg[-1, -1] = 0.0  # the bias is not shrunk
+    w = np.linalg.solve(a.T @ a + reg, a.T @ target)
+    model.get_layer("live_logit").set_weights([w[:-1, None].astype(np.float32), w[-1:].astype(np.float32)])
+    return float(np.sqrt(np.mean((a @ w - target) ** 2)))
