@@ -12,9 +12,10 @@ import jsonschema
 import pytest
 from hypothesis import given, strategies as st
 
+from ha_templates import render
+
 from edge_app.config import Config, ConfigError, MqttConfig
-from edge_app.events import DecisionEvent
-from edge_app.events import DECISIONS
+from edge_app.events import DECISIONS, DecisionEvent
 from edge_app.mqtt import (MqttPublisher, add_cli_arguments, apply_cli_overrides, build_topics, discovery_configs,
                            dumps, node_id, read_cpu_temp_c, read_password, read_serial_number,
                            retired_discovery_topics, topics_for, validate_topic)
@@ -190,13 +191,6 @@ def test_a_ca_file_that_is_not_a_certificate_is_named(tmp_path):
 
 def by_object(configs: dict[str, dict]) -> dict[str, tuple[str, dict]]:
     return {topic.split("/")[3]: (topic.split("/")[1], cfg) for topic, cfg in configs.items()}
-
-
-def render(template: str, payload: str):
-    """A discovery template rendered as Home Assistant renders it (sandboxed Jinja, value_json)."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    return ImmutableSandboxedEnvironment().from_string(template).render(value=payload, value_json=json.loads(payload))
 
 
 def test_discovery_configs_cover_decision_event_verify_alarms_and_health():
