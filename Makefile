@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: setup demo test
+.PHONY: setup demo test test-hub
 
 setup:
 	scripts/setup.sh test
@@ -11,3 +11,9 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q
+
+# Opt-in, not part of `make test` or CI: installs Home Assistant 2024.3.3 (the newest on
+# Python 3.11) into .hub/venv and runs edge_app against it (tests/hub/).
+test-hub: setup
+	scripts/setup_hub.sh
+	EDGE_APP_TEST_HUB=1 .venv/bin/python -m pytest -q -s --basetemp=.hub/run tests/hub

@@ -90,6 +90,11 @@ class MqttConfig:
     health_interval_s: float = 30.0
     discovery_prefix: str = "homeassistant"
     discovery: bool = True
+    # Home Assistant device details: the area it is suggested for, a page to configure or read
+    # about the device (device configuration_url), and where to get support (origin support_url)
+    discovery_area: str = ""
+    discovery_configuration_url: str = ""
+    discovery_support_url: str = ""
     # reconnect backoff: the first retry waits reconnect_min_s, each next one twice as long, capped
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0

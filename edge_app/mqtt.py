@@ -162,27 +162,50 @@ def node_id(device_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", device_id) or "edge_app"
 
 
-def discovery_configs(topics: Topics, device_id: str, health_interval_s: float = 30.0,
-                      models: dict[str, str] | None = None) -> dict[str, dict]:
-    """Retained Home Assistant discovery payloads, keyed by their config topic."""
-    if topics.discovery_prefix is None:
-        return {}
+def discovery_device(device_id: str, models: dict[str, str] | None = None, *, area: str = "",
+                     configuration_url: str = "", serial_number: str | None = None) -> dict:
+    """The Home Assistant device every entity belongs to, named by the device id alone: entities
+    carry short names ("Live person") that Home Assistant prefixes with it ("door1 Live person")."""
     node = node_id(device_id)
     device = {
         "identifiers": [f"edge_app_{node}"],
-        "name": f"edge_app {device_id}",
+        "name": device_id,
         "manufacturer": "edge_app",
         "model": "Face liveness terminal",
         "sw_version": __version__,
     }
     if models:
         device["hw_version"] = ", ".join(f"{k} {v}" for k, v in sorted(models.items()))
+    if serial_number:
+        device["serial_number"] = serial_number
+    if area:
+        device["suggested_area"] = area
+    if configuration_url:
+        device["configuration_url"] = configuration_url
+    return device
+
+
+def discovery_configs(topics: Topics, device_id: str, health_interval_s: float = 30.0,
+                      models: dict[str, str] | None = None, *, area: str = "", configuration_url: str = "",
+                      support_url: str = "", serial_number: str | None = None) -> dict[str, dict]:
+    """Retained Home Assistant discovery payloads, keyed by their config topic.
+
+    Attributes are kept few and stable: Home Assistant's recorder stores every distinct attribute
+    set, so per-decision detail (event id, scores, timing) rides on the event entity only.
+    """
+    if topics.discovery_prefix is None:
+        return {}
+    node = node_id(device_id)
+    origin = {"name": "edge_app", "sw_version": __version__}
+    if support_url:
+        origin["support_url"] = support_url
     common = {
         "availability_topic": topics.availability,
         "payload_available": ONLINE,
         "payload_not_available": OFFLINE,
-        "device": device,
-        "origin": {"name": "edge_app", "sw_version": __version__},
+        "device": discovery_device(device_id, models, area=area, configuration_url=configuration_url,
+                                   serial_number=serial_number),
+        "origin": origin,
     }
     # Health sensors go unavailable when three reports in a row are missing (a dead camera loop).
     stale = max(int(3 * health_interval_s), 10)
@@ -194,7 +217,23 @@ def discovery_configs(topics: Topics, device_id: str, health_interval_s: float =
         ("sensor", "decision", {
             "name": "Decision", "state_topic": topics.state, "value_template": "{{ value_json.decision }}",
             "device_class": "enum", "options": list(DECISIONS), "icon": "mdi:face-recognition",
-            "json_attributes_topic": topics.state}),
+            # what a decision is measured against; changes only with a new model
+            "json_attributes_topic": topics.state,
+            "json_attributes_template": "{{ {'threshold': value_json.threshold, 'models': value_json.models}"
+                                        " | tojson }}"}),
+        ("event", "decision_event", {
+            # fires on every decision, also on the same decision twice in a row (a state trigger
+            # on the Decision sensor does not); QoS 1, so de-duplicate by event_id if it matters
+            "name": "Decision event", "state_topic": topics.events, "qos": 1,
+            "event_types": list(DECISIONS), "icon": "mdi:face-recognition",
+            "value_template": "{{ {'event_type': value_json.decision, 'score': value_json.score,"
+                              " 'reason': value_json.reason, 'track_id': value_json.track_id,"
+                              " 'frames': value_json.frames, 'event_id': value_json.event_id,"
+                              " 'decided_at': value_json.timestamp} | tojson }}"}),
+        ("button", "verify", {
+            # the answer goes to <base>/verify/result (an MQTT trigger can read it)
+            "name": "Verify now", "command_topic": topics.cmd_verify, "qos": 1, "retain": False,
+            "payload_press": dumps({"request_id": "home-assistant"}), "icon": "mdi:door-closed-lock"}),
         ("sensor", "score", {
             # a null score renders "None", which Home Assistant shows as unknown
             "name": "Liveness score", "state_topic": topics.state, "value_template": "{{ value_json.score }}",
@@ -206,9 +245,10 @@ def discovery_configs(topics: Topics, device_id: str, health_interval_s: float =
             "name": "Presentation attack", "state_topic": topics.state, "device_class": "problem",
             "value_template": "{{ 'ON' if value_json.decision == 'attack' else 'OFF' }}"}),
         ("sensor", "fps", {
+            # no unit: "fps" is not a unit Home Assistant knows, and frames are not hertz
             "name": "Frames per second", "state_topic": topics.health, "value_template": health("fps"),
-            "unit_of_measurement": "fps", "state_class": "measurement", "entity_category": "diagnostic",
-            "expire_after": stale, "json_attributes_topic": topics.health}),
+            "state_class": "measurement", "suggested_display_precision": 1, "icon": "mdi:camera-timer",
+            "entity_category": "diagnostic", "expire_after": stale}),
         ("sensor", "latency", {
             "name": "Decision latency p95", "state_topic": topics.health,
             "value_template": "{{ value_json.get('stage_ms', {}).get('capture_to_decision', {}).get('p95') }}",
@@ -221,10 +261,11 @@ def discovery_configs(topics: Topics, device_id: str, health_interval_s: float =
         ("sensor", "spool_dropped", {
             "name": "Dropped events", "state_topic": topics.health, "value_template": health("spool_dropped"),
             "state_class": "total_increasing", "entity_category": "diagnostic", "icon": "mdi:delete-alert"}),
-        ("sensor", "uptime", {
-            "name": "Uptime", "state_topic": topics.health, "value_template": health("uptime_s"),
-            "device_class": "duration", "unit_of_measurement": "s", "entity_category": "diagnostic",
-            "expire_after": stale}),
+        ("sensor", "last_restart", {
+            # a timestamp, not an uptime that ticks: Home Assistant's convention, and one state
+            # per process start instead of one per report
+            "name": "Last restart", "state_topic": topics.health, "value_template": health("started_at"),
+            "device_class": "timestamp", "entity_category": "diagnostic"}),
         ("sensor", "cpu_temperature", {
             "name": "CPU temperature", "state_topic": topics.health, "value_template": health("cpu_temp_c"),
             "device_class": "temperature", "unit_of_measurement": "°C", "state_class": "measurement",
@@ -235,6 +276,43 @@ def discovery_configs(topics: Topics, device_id: str, health_interval_s: float =
         topic = f"{topics.discovery_prefix}/{component}/{node}/{obj}/config"
         configs[topic] = {**fields, "unique_id": f"edge_app_{node}_{obj}", **common}
     return configs
+
+
+# Entities earlier versions announced: an empty retained config removes them from Home Assistant.
+RETIRED_ENTITIES = (("sensor", "uptime"),)
+
+
+def retired_discovery_topics(topics: Topics, device_id: str) -> list[str]:
+    if topics.discovery_prefix is None:
+        return []
+    node = node_id(device_id)
+    return [f"{topics.discovery_prefix}/{component}/{node}/{obj}/config" for component, obj in RETIRED_ENTITIES]
+
+
+def validate_url(url: str, key: str) -> str:
+    """An http(s) URL Home Assistant accepts in discovery (it rejects the whole config otherwise)."""
+    if url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ConfigError(f"{key}: {url!r} is not an http:// or https:// URL")
+    return url
+
+
+SERIAL_PATHS = ("/sys/firmware/devicetree/base/serial-number", "/proc/cpuinfo")
+
+
+def read_serial_number(paths: tuple[str, ...] = SERIAL_PATHS) -> str | None:
+    """The board's serial number (a Raspberry Pi's, from the device tree or /proc/cpuinfo), or None."""
+    for path in paths:
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            continue
+        if path.endswith("cpuinfo"):
+            match = re.search(r"^Serial\s*:\s*([0-9A-Fa-f]+)\s*$", text, re.M)
+            text = match.group(1) if match else ""
+        serial = text.strip("\x00 \n")
+        if serial and set(serial) != {"0"}:
+            return serial
+    return None
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -434,7 +512,12 @@ class MqttPublisher:
             log.warning("mqtt.ca_file / mqtt.cert_file are set but mqtt.tls is false: the connection is NOT encrypted")
         if self._password is not None and not cfg.tls and cfg.host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("MQTT password is sent to %s without TLS (set mqtt.tls = true)", cfg.host)
-        self._discovery = discovery_configs(self.topics, device_id, cfg.health_interval_s, self.models)
+        self._discovery = discovery_configs(
+            self.topics, device_id, cfg.health_interval_s, self.models, area=cfg.discovery_area,
+            configuration_url=validate_url(cfg.discovery_configuration_url, "mqtt.discovery_configuration_url"),
+            support_url=validate_url(cfg.discovery_support_url, "mqtt.discovery_support_url"),
+            serial_number=read_serial_number() if cfg.discovery else None)
+        self._retired_discovery = retired_discovery_topics(self.topics, device_id)
 
         spool_path = Path(cfg.spool_path).expanduser() if cfg.spool_path else Path(state_dir) / "spool.sqlite3"
         try:
@@ -447,6 +530,7 @@ class MqttPublisher:
         self._started = False
         self._stopped = False
         self._started_at = time.monotonic()
+        self._started_at_utc = utc_now()  # the "Last restart" Home Assistant shows
         self._connected = threading.Event()
         self._subscribed = threading.Event()  # SUBACK for the command topics of this connection
         self._conn_gen = 0  # bumped by every successful connect
@@ -464,6 +548,8 @@ class MqttPublisher:
         self._state_payload: str | None = self.spool.last_state()
         self._state_dirty = False
         self._health_payload: str | None = None
+        self._pipeline_health: dict = {}  # the latest figures, so a connect can make a fresh report
+        self._health_due = False  # set by a connect: publish a fresh report, not the retained old one
         self._last_failure: str | None = None
 
         self._sender = threading.Thread(target=self._run_sender, name="mqtt-sender", daemon=True)
@@ -520,23 +606,35 @@ class MqttPublisher:
 
     def publish_health(self, health: dict) -> None:
         """Add spool depth, uptime and CPU temperature to the pipeline's figures; retained, QoS 0."""
+        self._pipeline_health = dict(health or {})
+        payload = self._health_report(self._pipeline_health)
+        if payload is not None:
+            self._health_payload = payload
+            self._wake.set()
+
+    def _health_report(self, pipeline: dict) -> str | None:
         doc = {"schema": SCHEMA_VERSION, "device_id": self.device_id, "timestamp": utc_now()}
-        doc.update(health or {})
+        doc.update(pipeline)
         doc.update({
             "spool_depth": self.spool_depth(),
             "spool_dropped": self.spool.dropped(),
             "events_sent": self._sent,
+            "started_at": self._started_at_utc,
             "uptime_s": round(time.monotonic() - self._started_at, 1),
             "cpu_temp_c": read_cpu_temp_c(),
         })
         if self.models and "models" not in doc:
             doc["models"] = dict(self.models)
         try:
-            self._health_payload = dumps(doc)
+            return dumps(doc)
         except (TypeError, ValueError) as exc:
             log.error("health report cannot be encoded as JSON: %s", exc)
-            return
-        self._wake.set()
+            return None
+
+    def _fresh_health(self) -> str | None:
+        """A report made now, with the pipeline's latest figures (none before its first report):
+        after a (re)connect the retained one may be a previous process's."""
+        return self._health_report(self._pipeline_health)
 
     def set_verify_handler(self, fn: Callable[[], Any] | None) -> None:
         self._verify_handler = fn
@@ -657,7 +755,10 @@ class MqttPublisher:
             client.subscribe(subs)
             client.publish(t.availability, ONLINE, qos=1, retain=True)
             self._publish_discovery()
+            for topic in self._retired_discovery:
+                client.publish(topic, b"", qos=1, retain=True)
             self._state_dirty = self._state_payload is not None
+            self._health_due = True
             self._conn_gen += 1
             self._connected.set()
             self._wake.set()
@@ -814,6 +915,9 @@ class MqttPublisher:
             if payload is not None:
                 self._client.publish(self.topics.state, payload, qos=1, retain=True)
         health, self._health_payload = self._health_payload, None
+        if self._health_due:
+            self._health_due = False
+            health = self._fresh_health()
         if health is not None:
             self._client.publish(self.topics.health, health, qos=0, retain=True)
 

@@ -19,7 +19,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker import Broker, Subscriber, TcpProxy, broker, free_port, mosquitto, tls_files  # noqa: F401  (fixtures)
+from broker import Broker, Received, Subscriber, TcpProxy, broker, free_port, mosquitto, tls_files  # noqa: F401  (fixtures)
 from edge_app.config import MqttConfig
 from edge_app.events import DecisionEvent
 from edge_app.mqtt import MqttPublisher
@@ -478,29 +478,106 @@ def test_check_image_not_available_then_pluggable_handler(broker, publishers):
 
 # -- Home Assistant discovery ------------------------------------------------------------------
 
+def discovery_by_object(ha: Subscriber, count: int = 12) -> dict[str, Received]:
+    msgs = ha.wait_for(lambda ms: len({m.topic for m in ms if m.topic.endswith("/config") and m.payload}) >= count,
+                       what="discovery")
+    return {m.topic.split("/")[3]: m for m in msgs if m.topic.endswith("/config") and m.payload}
+
+
 def test_home_assistant_discovery_retained_and_republished_on_birth(broker, publishers):
-    pub = publishers(make_cfg(broker))
+    # what an earlier version left retained: its Uptime sensor, which this one retires
+    seed = Subscriber(broker, ["unused/#"]).start()
+    seed.publish("homeassistant/sensor/door1/uptime/config", json.dumps({"name": "Uptime"}), qos=1, retain=True)
+    seed.stop()
+    pub = publishers(make_cfg(broker, discovery_area="Front door"))
     assert pub.wait_connected(5)
     ha = Subscriber(broker, ["homeassistant/#"]).start()
-    configs = ha.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/config")]) >= 10, what="discovery")
-    configs = {m.topic: m for m in configs if m.topic.endswith("/config")}
+    configs = discovery_by_object(ha)
     assert all(m.retain for m in configs.values())
-    decision = configs["homeassistant/sensor/door1/decision/config"].json()
+    assert set(configs) == {"decision", "decision_event", "verify", "score", "live", "attack", "fps", "latency",
+                            "spool_depth", "spool_dropped", "last_restart", "cpu_temperature"}
+    decision = configs["decision"].json()
     assert decision["state_topic"] == f"{BASE}/state"
     assert decision["availability_topic"] == f"{BASE}/availability"
     assert decision["device"]["identifiers"] == ["edge_app_door1"]
-    assert "homeassistant/binary_sensor/door1/live/config" in configs
-    assert "homeassistant/binary_sensor/door1/attack/config" in configs
-    assert "homeassistant/sensor/door1/score/config" in configs
-    assert "homeassistant/sensor/door1/cpu_temperature/config" in configs
+    assert decision["device"]["name"] == DEVICE and decision["device"]["suggested_area"] == "Front door"
+    assert decision["origin"]["name"] == "edge_app"
+    assert configs["decision_event"].topic == "homeassistant/event/door1/decision_event/config"
+    assert configs["verify"].topic == "homeassistant/button/door1/verify/config"
     unique = [m.json()["unique_id"] for m in configs.values()]
     assert len(set(unique)) == len(unique)
+    # the retired sensor's retained config is gone: Home Assistant removes the entity
+    assert not [m for m in ha.messages() if m.topic.endswith("/uptime/config") and m.payload]
 
     before = len(ha.messages())
     ha.publish("homeassistant/status", "online", qos=1)  # Home Assistant restarted
     ha.wait_for(lambda ms: len([m for m in ms[before:] if m.topic.endswith("/config")]) >= len(configs),
                 what="discovery re-published after the birth message")
     ha.stop()
+
+
+def test_event_entity_fires_on_every_decision_and_the_button_asks_for_verify(broker, publishers):
+    """What Home Assistant does with the discovery configs, done by hand: subscribe to the event
+    entity's topic at its QoS, render its template, press the button."""
+    from ha_templates import render
+
+    pub = publishers(make_cfg(broker))
+    assert pub.wait_connected(5)
+    ha = Subscriber(broker, ["homeassistant/#"]).start()
+    configs = {obj: m.json() for obj, m in discovery_by_object(ha).items()}
+    ha.stop()
+    event_cfg, button = configs["decision_event"], configs["verify"]
+    entity = Subscriber(broker, [event_cfg["state_topic"]]).start()
+    sent = [make_event(pub, d) for d in ("attack", "attack", "attack", "live", "no_face")]
+    for event in sent:
+        pub.publish_event(event)
+    got = entity.wait_for(lambda ms: len(ms) >= len(sent), what="five decisions on the event entity's topic")
+    assert not any(m.retain for m in got)  # Home Assistant ignores retained (replayed) event payloads
+    fired = [json.loads(render(event_cfg["value_template"], m.payload)) for m in got]
+    # three attacks in a row are three events, not one state change
+    assert [f["event_type"] for f in fired] == ["attack", "attack", "attack", "live", "no_face"]
+    assert all(f["event_type"] in event_cfg["event_types"] for f in fired)
+    assert [f["event_id"] for f in fired] == [e["event_id"] for e in sent]
+    assert fired[3]["score"] == 0.93 and fired[0]["reason"] == "test"
+    entity.stop()
+
+    latest = sent[-1]
+    pub.set_verify_handler(lambda: latest)
+    replies = Subscriber(broker, [f"{BASE}/verify/result"]).start()
+    replies.publish(button["command_topic"], button["payload_press"], qos=button["qos"], retain=button["retain"])
+    doc = replies.wait_for(lambda ms: len(ms) == 1, what="the verify answer to a button press")[0].json()
+    validate(doc, "reply")
+    assert doc["request_id"] == "home-assistant" and doc["status"] == "ok"
+    assert doc["event"]["event_id"] == latest["event_id"]
+    replies.stop()
+
+
+def test_a_fresh_health_report_on_every_connect(broker, publishers):
+    """The retained report of a previous process must not pass for current: a connect replaces it at once."""
+    stale = {"schema": 1, "device_id": DEVICE, "timestamp": "2026-01-01T00:00:00.000+00:00", "fps": 9.0,
+             "spool_depth": 0, "spool_dropped": 0, "events_sent": 0, "started_at": "2026-01-01T00:00:00.000+00:00",
+             "uptime_s": 90.5, "cpu_temp_c": None}
+    seed = Subscriber(broker, ["unused/#"]).start()
+    seed.publish(f"{BASE}/health", json.dumps(stale), qos=1, retain=True)
+    seed.stop()
+    sub = Subscriber(broker, [f"{BASE}/health"]).start()
+    sub.wait_for(lambda ms: len(ms) == 1, what="the stale retained report")
+    pub = publishers(make_cfg(broker))  # no publish_health call: the connect alone reports
+    first = sub.wait_for(lambda ms: len(ms) >= 2, what="a fresh report on connect")[1].json()
+    validate(first, "health")
+    assert first["started_at"] != stale["started_at"] and first["uptime_s"] < 30
+    assert "fps" not in first  # the pipeline has reported nothing yet: unknown, not a stale figure
+    started_at = first["started_at"]
+
+    pub.publish_health({"frames": 30, "fps": 14.8})
+    sub.wait_for(lambda ms: any(m.json().get("fps") == 14.8 for m in ms), what="the pipeline's report")
+    before = len(sub.messages())
+    broker.restart()  # retained messages are gone with it; the device reconnects
+    again = sub.wait_for(lambda ms: len(ms) > before, timeout=15, what="a fresh report after reconnecting")[-1].json()
+    validate(again, "health")
+    assert again["started_at"] == started_at  # the same process: Last restart does not move
+    assert again["fps"] == 14.8 and again["timestamp"] > first["timestamp"]
+    sub.stop()
 
 
 def test_a_verify_answer_json_cannot_carry_is_an_error_reply(broker, publishers):

@@ -12,10 +12,13 @@ import jsonschema
 import pytest
 from hypothesis import given, strategies as st
 
+from ha_templates import render
+
 from edge_app.config import Config, ConfigError, MqttConfig
-from edge_app.events import DecisionEvent
+from edge_app.events import DECISIONS, DecisionEvent
 from edge_app.mqtt import (MqttPublisher, add_cli_arguments, apply_cli_overrides, build_topics, discovery_configs,
-                           dumps, node_id, read_cpu_temp_c, read_password, topics_for, validate_topic)
+                           dumps, node_id, read_cpu_temp_c, read_password, read_serial_number,
+                           retired_discovery_topics, topics_for, validate_topic)
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "edge_app" / "schemas"
 
@@ -186,20 +189,134 @@ def test_a_ca_file_that_is_not_a_certificate_is_named(tmp_path):
 
 # -- discovery ---------------------------------------------------------------------------------
 
-def test_discovery_configs_cover_decision_score_alarms_and_health():
+def by_object(configs: dict[str, dict]) -> dict[str, tuple[str, dict]]:
+    return {topic.split("/")[3]: (topic.split("/")[1], cfg) for topic, cfg in configs.items()}
+
+
+def test_discovery_configs_cover_decision_event_verify_alarms_and_health():
     topics = build_topics("edge_app/door1", "homeassistant")
     configs = discovery_configs(topics, "door1", health_interval_s=30, models={"liveness_cnn": "1.0.0"})
-    by_obj = {topic.split("/")[3]: (topic.split("/")[1], cfg) for topic, cfg in configs.items()}
-    assert set(by_obj) >= {"decision", "score", "live", "attack", "fps", "latency", "spool_depth", "uptime",
-                           "cpu_temperature"}
+    by_obj = by_object(configs)
+    assert set(by_obj) == {"decision", "decision_event", "verify", "score", "live", "attack", "fps", "latency",
+                           "spool_depth", "spool_dropped", "last_restart", "cpu_temperature"}
     assert by_obj["live"][0] == by_obj["attack"][0] == "binary_sensor"
+    assert by_obj["decision_event"][0] == "event" and by_obj["verify"][0] == "button"
     for component, cfg in by_obj.values():
         assert cfg["availability_topic"] == "edge_app/door1/availability"
-        assert cfg["state_topic"] in ("edge_app/door1/state", "edge_app/door1/health")
+        if component == "button":
+            assert cfg["command_topic"] == "edge_app/door1/cmd/verify"
+        else:
+            assert cfg["state_topic"] in ("edge_app/door1/state", "edge_app/door1/events", "edge_app/door1/health")
         assert cfg["device"]["identifiers"] == ["edge_app_door1"]
         assert cfg["unique_id"].startswith("edge_app_door1_")
     assert by_obj["fps"][1]["expire_after"] == 90
     assert discovery_configs(build_topics("b", None), "door1") == {}
+
+
+def test_entity_names_are_short_and_the_device_is_named_by_its_id():
+    """has_entity_name style: Home Assistant shows "door1 Live person", never the software name twice."""
+    configs = discovery_configs(build_topics("edge_app/door1", "homeassistant"), "door1")
+    for cfg in configs.values():
+        assert cfg["device"]["name"] == "door1"
+        assert not cfg["name"].lower().startswith(("edge_app", "door1")), cfg["name"]
+    names = [cfg["name"] for cfg in configs.values()]
+    assert len(set(names)) == len(names)
+
+
+def test_fps_has_no_unit_home_assistant_does_not_know():
+    fps = by_object(discovery_configs(build_topics("b", "homeassistant"), "door1"))["fps"][1]
+    assert "unit_of_measurement" not in fps and "device_class" not in fps
+    assert fps["state_class"] == "measurement"
+
+
+def test_attributes_stay_small_and_stable():
+    """Nothing per decision (event id, timestamp, seq, timing, box) in a sensor's attributes: the
+    recorder would store a new attribute set about once a second."""
+    configs = by_object(discovery_configs(build_topics("edge_app/door1", "homeassistant"), "door1"))
+    with_attributes = {obj for obj, (_, cfg) in configs.items() if "json_attributes_topic" in cfg}
+    assert with_attributes == {"decision"}
+    decision = configs["decision"][1]
+    event = DecisionEvent(decision="live", device_id="door1", seq=7, score=0.93, scores={"liveness_cnn": 0.93},
+                          threshold=0.5, models={"liveness_cnn": "1.0.0"}, box=[1, 2, 3, 4], frames=5,
+                          timing_ms={"total": 9.0}).to_dict()
+    attributes = json.loads(render(decision["json_attributes_template"], dumps(event)))
+    assert attributes == {"threshold": 0.5, "models": {"liveness_cnn": "1.0.0"}}
+    later = dict(event, event_id="other", seq=8, timestamp="2026-01-01T00:00:00.000+00:00", score=0.97,
+                 box=[5, 6, 7, 8], timing_ms={"total": 11.0})
+    assert json.loads(render(decision["json_attributes_template"], dumps(later))) == attributes
+
+
+@pytest.mark.parametrize("decision", DECISIONS)
+def test_event_entity_template_makes_a_home_assistant_event_of_every_decision(decision):
+    event_cfg = by_object(discovery_configs(build_topics("edge_app/door1", "homeassistant"), "door1"))["decision_event"][1]
+    assert event_cfg["event_types"] == list(DECISIONS)
+    event = DecisionEvent(decision=decision, device_id="door1", seq=7, score=0.93 if decision == "live" else None,
+                          threshold=0.5, frames=5, track_id=3, reason="" if decision == "live" else "why").to_dict()
+    data = json.loads(render(event_cfg["value_template"], dumps(event)))
+    assert data == {"event_type": decision, "score": event["score"], "reason": event["reason"], "track_id": 3,
+                    "frames": 5, "event_id": event["event_id"], "decided_at": event["timestamp"]}
+
+
+def test_health_templates_read_a_report_and_last_restart_is_a_timestamp():
+    configs = by_object(discovery_configs(build_topics("edge_app/door1", "homeassistant"), "door1"))
+    report = dumps({"schema": 1, "device_id": "door1", "timestamp": "2026-05-11T08:15:02.417+00:00", "fps": 14.8,
+                    "stage_ms": {"capture_to_decision": {"p50": 9.9, "p95": 14.2}}, "spool_depth": 2,
+                    "spool_dropped": 0, "events_sent": 5, "started_at": "2026-05-11T08:00:00.000+00:00",
+                    "uptime_s": 902.4, "cpu_temp_c": 51.2})
+    got = {obj: render(cfg["value_template"], report) for obj, (_, cfg) in configs.items()
+           if cfg.get("state_topic") == "edge_app/door1/health"}
+    assert got == {"fps": "14.8", "latency": "14.2", "spool_depth": "2", "spool_dropped": "0",
+                   "last_restart": "2026-05-11T08:00:00.000+00:00", "cpu_temperature": "51.2"}
+    assert configs["last_restart"][1]["device_class"] == "timestamp"
+    assert "expire_after" not in configs["last_restart"][1]  # the restart time does not go stale
+    # a fresh report made on connect, before the pipeline's first figures: unknown, not an error
+    bare = dumps({"schema": 1, "spool_depth": 0, "started_at": "2026-05-11T08:00:00.000+00:00"})
+    assert render(configs["fps"][1]["value_template"], bare) == "None"
+    assert render(configs["latency"][1]["value_template"], bare) == "None"
+
+
+def test_device_details_come_from_the_configuration(tmp_path):
+    cfg = MqttConfig(discovery_area="Front door", discovery_configuration_url="http://door1.local/",
+                     discovery_support_url="https://example.org/edge_app/issues")
+    pub = MqttPublisher(cfg, "door1", tmp_path)
+    try:
+        configs = list(pub._discovery.values())
+        assert all(c["device"]["suggested_area"] == "Front door" for c in configs)
+        assert all(c["device"]["configuration_url"] == "http://door1.local/" for c in configs)
+        assert all(c["origin"]["support_url"] == "https://example.org/edge_app/issues" for c in configs)
+    finally:
+        pub.stop()
+    bare = discovery_configs(build_topics("b", "homeassistant"), "door1")
+    device = next(iter(bare.values()))["device"]
+    assert not {"suggested_area", "configuration_url", "serial_number"} & set(device)
+
+
+@pytest.mark.parametrize("key", ["discovery_configuration_url", "discovery_support_url"])
+@pytest.mark.parametrize("url", ["door1.local", "ftp://x/y", "http://", "http://a b/"])
+def test_a_url_home_assistant_would_reject_is_a_config_error_naming_the_key(tmp_path, key, url):
+    with pytest.raises(ConfigError, match=f"mqtt.{key}: .* is not an http:// or https:// URL"):
+        MqttPublisher(MqttConfig(**{key: url}), "door1", tmp_path)
+
+
+def test_serial_number_from_the_device_tree_or_cpuinfo(tmp_path):
+    tree = tmp_path / "serial-number"
+    tree.write_bytes(b"10000000a1b2c3d4\x00")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nHardware\t: BCM2835\nSerial\t\t: 00000000deadbeef\nModel\t: Pi\n")
+    missing = str(tmp_path / "nope")
+    assert read_serial_number((str(tree), str(cpuinfo))) == "10000000a1b2c3d4"
+    assert read_serial_number((missing, str(cpuinfo))) == "00000000deadbeef"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: x86\n")  # a PC: no serial line
+    assert read_serial_number((missing, str(cpuinfo))) is None
+    tree.write_bytes(b"0000000000000000\x00")  # an unset serial is no serial
+    assert read_serial_number((str(tree),)) is None
+
+
+def test_retired_uptime_sensor_is_cleared():
+    topics = build_topics("edge_app/door1", "homeassistant")
+    assert retired_discovery_topics(topics, "door1") == ["homeassistant/sensor/door1/uptime/config"]
+    assert not set(retired_discovery_topics(topics, "door1")) & set(discovery_configs(topics, "door1"))
+    assert retired_discovery_topics(build_topics("b", None), "door1") == []
 
 
 def test_discovery_topics_are_valid_for_odd_device_ids():
