@@ -98,6 +98,8 @@ class MqttConfig:
 @dataclass
 class LogConfig:
     level: str = "INFO"
+    # a status line (fps, faces, decisions by kind, spool depth, broker) every this many seconds; 0: never
+    status_interval_s: float = 60.0
 
 
 @dataclass
@@ -260,6 +262,9 @@ def validate(cfg: Config, origin: str = "config") -> Config:
     if cfg.indicator.kind == "file" and not cfg.indicator.path:
         raise ConfigError(f"{origin}: indicator.path: set the file for indicator.kind = 'file'")
     positive("doctor.broker_timeout_s", cfg.doctor.broker_timeout_s)
+    if cfg.log.status_interval_s < 0:
+        raise ConfigError(f"{origin}: log.status_interval_s: must not be negative (0 turns the status line off), "
+                          f"got {cfg.log.status_interval_s}")
     return cfg
 
 
