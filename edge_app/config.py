@@ -43,6 +43,12 @@ class SourceConfig:
 
 @dataclass
 class DetectorConfig:
+    # short: BlazeFace short-range (faces within ~2 m; cheapest); full: full-range (~5 m);
+    # both: both on the same image, faces merged (recall and cost: models/reports/detector.md)
+    model: str = "short"
+    # a frame without a face is looked at once more, shrunk inside a black border: finds
+    # close-ups cut by the frame edges (costs a second detector run on face-less frames only)
+    closeup_retry: bool = True
     min_score: float = 0.6
     max_faces: int = 4
     min_face_fraction: float = 0.05  # faces narrower than this share of the frame width are ignored
@@ -176,6 +182,7 @@ class Config:
 
 _CHOICES = {
     "source.kind": ("sample", "files", "synthetic", "picamera2"),
+    "detector.model": ("short", "full", "both"),
     "mqtt.protocol": ("3.1.1", "5"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "indicator.kind": ("none", "gpiochip", "sysfs", "file"),

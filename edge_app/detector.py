@@ -1,7 +1,15 @@
-"""Face detection with MediaPipe's BlazeFace short-range model (128x128, 896 anchors).
+"""Face detection with MediaPipe's BlazeFace models: short-range (128x128, 896 anchors,
+faces within about 2 m) and full-range (192x192, 2304 anchors, up to about 5 m).
 
-Anchors follow MediaPipe's SsdAnchorsCalculator for this model; decoding and weighted
-non-max suppression follow its TensorsToDetections and NonMaxSuppression calculators.
+Anchors follow MediaPipe's SsdAnchorsCalculator with each model's options (kept in its
+metadata JSON, written by convert/fetch_detector.py); decoding and weighted non-max
+suppression follow its TensorsToDetections and NonMaxSuppression calculators. Both models
+share the output layout (box + 6 keypoints per anchor, one logit), so one decoder serves.
+
+``detector.model`` chooses short, full or both (both run on the same image and their faces
+are merged). A face that fills the frame and is cut by its edges is often missed by both;
+when a frame gives no face, ``closeup_retry`` looks once more at the frame shrunk inside a
+black border, where such a face is whole again relative to the model's input.
 """
 
 from __future__ import annotations
@@ -32,17 +40,19 @@ class Face:
         return (int(round(self.x)), int(round(self.y)), int(round(self.w)), int(round(self.h)))
 
 
-def ssd_anchors(input_size: int = INPUT_SIZE, strides=(8, 16, 16, 16), offset: float = 0.5) -> np.ndarray:
-    """(N, 2) anchor centres in [0, 1]; layers that share a stride share a grid (2 per cell each)."""
+def ssd_anchors(input_size: int = INPUT_SIZE, strides=(8, 16, 16, 16), offset: float = 0.5,
+                per_layer: int = 2) -> np.ndarray:
+    """(N, 2) anchor centres in [0, 1]; layers that share a stride share a grid."""
     centres = []
     i = 0
     while i < len(strides):
         stride = strides[i]
         per_cell = 0
-        # MediaPipe merges consecutive layers with the same stride; each layer adds 2 anchors
-        # (aspect ratio 1.0 plus the interpolated scale) per cell.
+        # MediaPipe merges consecutive layers with the same stride; each layer adds
+        # ``per_layer`` anchors per cell: aspect ratio 1.0, plus the interpolated scale when
+        # the model has one (short-range: 2; full-range: 1)
         while i < len(strides) and strides[i] == stride:
-            per_cell += 2
+            per_cell += per_layer
             i += 1
         cells = int(np.ceil(input_size / stride))
         ys, xs = np.meshgrid((np.arange(cells) + offset) / cells, (np.arange(cells) + offset) / cells, indexing="ij")
@@ -51,13 +61,14 @@ def ssd_anchors(input_size: int = INPUT_SIZE, strides=(8, 16, 16, 16), offset: f
     return np.concatenate(centres).astype(np.float32)
 
 
-def letterbox(rgb: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, float, float, float]:
+def letterbox(rgb: np.ndarray, size: int = INPUT_SIZE, zoom_out: float = 1.0) -> tuple[np.ndarray, float, float, float]:
     """Resize keeping aspect ratio into a size x size canvas; returns (image, scale, pad_x, pad_y).
 
     pad_x/pad_y are the normalised padding on each side, needed to map boxes back.
+    ``zoom_out`` > 1 shrinks the image that much further inside a black border.
     """
     h, w = rgb.shape[:2]
-    scale = size / max(h, w)
+    scale = size / (max(h, w) * zoom_out)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     # reducing_gap: a box-filter reduce by an integer factor first, then a small bilinear
     # resize; half the cost of a plain bilinear resize from 640x480, same detections
@@ -99,21 +110,53 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
     return kept
 
 
+def merge_faces(faces: list[Face], iou_threshold: float = 0.3) -> list[Face]:
+    """Faces from several detectors as one list, best first: of overlapping boxes the
+    highest-scoring one stays."""
+    kept: list[Face] = []
+    for f in sorted(faces, key=lambda f: f.score, reverse=True):
+        box = np.array([[f.x, f.y, f.x + f.w, f.y + f.h]], np.float32)
+        if all(_iou(np.array([k.x, k.y, k.x + k.w, k.y + k.h], np.float32), box)[0] <= iou_threshold for k in kept):
+            kept.append(f)
+    return kept
+
+
 @dataclass
 class FaceDetector:
     model: Model
     min_score: float = 0.5
     iou_threshold: float = 0.3
     min_size: float = 0.0  # faces narrower than this fraction of the frame are ignored
+    closeup_retry: bool = False  # no face found: look again at the frame shrunk by CLOSEUP_ZOOM_OUT
 
     def __post_init__(self) -> None:
-        self.anchors = ssd_anchors()
-        self._input = np.empty((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+        spec = self.model.metadata.get("anchors", {})
+        self.size = int(self.model.input.shape[1])
+        self.anchors = ssd_anchors(self.size, tuple(spec.get("strides", (8, 16, 16, 16))),
+                                   float(spec.get("anchor_offset", 0.5)), int(spec.get("anchors_per_layer", 2)))
+        n = self.model.outputs[0].shape[1]
+        if self.anchors.shape[0] != n:
+            from edge_app.tflite_model import ModelError
+
+            raise ModelError(f"{self.model.path.name}: {n} boxes in the output but {self.anchors.shape[0]} anchors "
+                             "from its metadata's anchor options")
+        self._input = np.empty((1, self.size, self.size, 3), np.float32)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an (H, W, 3) uint8 RGB frame, best first, in frame pixel coordinates."""
+        faces = self._detect(rgb, 1.0)
+        if not faces and self.closeup_retry:
+            faces = self._detect(rgb, CLOSEUP_ZOOM_OUT)
+        return faces
+
+    def _detect(self, rgb: np.ndarray, zoom_out: float) -> list[Face]:
         h, w = rgb.shape[:2]
-        canvas, _, pad_x, pad_y = letterbox(rgb)
+        size = self.size
+        canvas, _, pad_x, pad_y = letterbox(rgb, size, zoom_out)
         np.multiply(canvas, 1.0 / 127.5, out=self._input[0], casting="unsafe")
         self._input -= 1.0
         regressors, logits = self.model.run(self._input)
@@ -122,7 +165,7 @@ class FaceDetector:
         candidates = np.nonzero(scores >= self.min_score)[0]
         if candidates.size == 0:
             return []
-        reg = raw[candidates] / INPUT_SIZE
+        reg = raw[candidates] / size
         anc = self.anchors[candidates]
         cx = reg[:, 0] + anc[:, 0]
         cy = reg[:, 1] + anc[:, 1]
@@ -146,6 +189,37 @@ class FaceDetector:
         return faces
 
 
-def load_detector(models_dir: str | Path, num_threads: int = 1, min_score: float = 0.5) -> FaceDetector:
-    model = load_model(Path(models_dir) / "face_detection_short_range.json", num_threads=num_threads)
-    return FaceDetector(model, min_score=min_score)
+@dataclass
+class MultiDetector:
+    """Several detectors on the same image, their faces merged (``detector.model = "both"``)."""
+
+    detectors: list[FaceDetector]
+    iou_threshold: float = 0.3
+    closeup_retry: bool = False
+
+    @property
+    def name(self) -> str:
+        return "+".join(d.name for d in self.detectors)
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        faces = merge_faces([f for d in self.detectors for f in d._detect(rgb, 1.0)], self.iou_threshold)
+        if not faces and self.closeup_retry:
+            faces = merge_faces([f for d in self.detectors for f in d._detect(rgb, CLOSEUP_ZOOM_OUT)], self.iou_threshold)
+        return faces
+
+
+# the frame shrunk to half inside a black border for the close-up retry: a face cut by the
+# frame's edges then sits whole-looking in the model's view (measured in
+# models/reports/detector.md)
+CLOSEUP_ZOOM_OUT = 2.0
+DETECTOR_MODELS = {"short": ("face_detection_short_range",), "full": ("face_detection_full_range",),
+                   "both": ("face_detection_short_range", "face_detection_full_range")}
+
+
+def load_detector(models_dir: str | Path, num_threads: int = 1, min_score: float = 0.5, model: str = "short",
+                  closeup_retry: bool = False) -> FaceDetector | MultiDetector:
+    """The detector(s) ``model`` names (short, full or both), each verified by its metadata."""
+    dets = [FaceDetector(load_model(Path(models_dir) / f"{name}.json", num_threads=num_threads), min_score=min_score,
+                         closeup_retry=closeup_retry)
+            for name in DETECTOR_MODELS[model]]
+    return dets[0] if len(dets) == 1 else MultiDetector(dets, closeup_retry=closeup_retry)

@@ -72,7 +72,8 @@ class Stats:
 def load_models(cfg: Config) -> tuple[FaceDetector, LivenessScorer]:
     """The detector and the liveness models the config names, verified; raises ModelError."""
     models_dir = cfg.resolved_models_dir()
-    detector = load_detector(models_dir, cfg.detector.threads, cfg.detector.min_score)
+    detector = load_detector(models_dir, cfg.detector.threads, cfg.detector.min_score, cfg.detector.model,
+                             cfg.detector.closeup_retry)
     return detector, load_scorer(models_dir, cfg.liveness.models, cfg.liveness.threads)
 
 

@@ -187,11 +187,15 @@ numpy_now="$("$VENV/bin/python" -c 'import numpy; print(numpy.__version__, "from
 say "numpy in the venv: $numpy_now"
 
 # 4. models
-if [ ! -f "$MODELS_SRC/face_detection_short_range.tflite" ] && [ ! -f "$PREFIX/models/face_detection_short_range.tflite" ]; then
+need_detector=0
+for det in face_detection_short_range face_detection_full_range; do
+  [ -f "$MODELS_SRC/$det.tflite" ] || [ -f "$PREFIX/models/$det.tflite" ] || need_detector=1
+done
+if [ "$need_detector" = 1 ]; then
   [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import convert.fetch_detector" 2>/dev/null \
     || { echo "install.sh: no face detector in $MODELS_SRC and none installed: run" \
               "python -m convert.fetch_detector there, or pass --models DIR" >&2; exit 1; }
-  say "fetching the face detector (pinned mediapipe wheel, checked by sha256)"
+  say "fetching the face detectors (pinned mediapipe wheel, checked by sha256)"
   "$VENV/bin/python" -m convert.fetch_detector --models-dir "$PREFIX/models"
   changed "fetched the face detector into $PREFIX/models"
 fi

@@ -228,7 +228,8 @@ def test_a_symlinked_folder_is_refused(tmp_path):
 
 # -- events carry no biometric data ------------------------------------------------------------
 EVENT_KEYS = {"schema", "event_id", "device_id", "timestamp", "seq", "decision", "score", "scores", "threshold",
-              "models", "box", "track_id", "frames", "reason", "frame_seq", "timing_ms"}
+              "models", "box", "track_id", "frames", "reason", "frame_seq", "timing_ms",
+              "source"}  # optional: the image file of a files source (a path, never image data)
 
 
 def test_event_keys_are_the_documented_ones():

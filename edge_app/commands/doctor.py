@@ -104,7 +104,9 @@ def check_models(cfg: Config) -> list[Result]:
     models_dir = cfg.resolved_models_dir()
     results = []
     ok = True
-    for name in ["face_detection_short_range", *cfg.liveness.models]:
+    from edge_app.detector import DETECTOR_MODELS
+
+    for name in [*DETECTOR_MODELS[cfg.detector.model], *cfg.liveness.models]:
         try:
             model = load_model(models_dir / f"{name}.json")
         except ModelError as exc:
