@@ -127,7 +127,6 @@ class FaceDetector:
     min_score: float = 0.5
     iou_threshold: float = 0.3
     min_size: float = 0.0  # faces narrower than this fraction of the frame are ignored
-    closeup_retry: bool = False  # no face found: look again at the frame shrunk by CLOSEUP_ZOOM_OUT
 
     def __post_init__(self) -> None:
         spec = self.model.metadata.get("anchors", {})
@@ -146,14 +145,9 @@ class FaceDetector:
     def name(self) -> str:
         return self.model.name
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        """Faces in an (H, W, 3) uint8 RGB frame, best first, in frame pixel coordinates."""
-        faces = self._detect(rgb, 1.0)
-        if not faces and self.closeup_retry:
-            faces = self._detect(rgb, CLOSEUP_ZOOM_OUT)
-        return faces
-
-    def _detect(self, rgb: np.ndarray, zoom_out: float) -> list[Face]:
+    def detect(self, rgb: np.ndarray, zoom_out: float = 1.0) -> list[Face]:
+        """Faces in an (H, W, 3) uint8 RGB frame, best first, in frame pixel coordinates;
+        ``zoom_out`` > 1 looks at the frame shrunk that much inside a black border."""
         h, w = rgb.shape[:2]
         size = self.size
         canvas, _, pad_x, pad_y = letterbox(rgb, size, zoom_out)
@@ -191,20 +185,26 @@ class FaceDetector:
 
 @dataclass
 class MultiDetector:
-    """Several detectors on the same image, their faces merged (``detector.model = "both"``)."""
+    """The configured detector(s) on one image, faces merged (``detector.model = "both"``),
+    and the close-up retry: a frame where they find nothing is looked at once more by the
+    short-range model, shrunk inside a black border, where a face cut by the frame's edges
+    looks whole. Only the short-range model retries: the full-range one, shown a shrunk
+    frame, found faces in textures (models/reports/detector.md)."""
 
     detectors: list[FaceDetector]
+    retry: FaceDetector | None = None
     iou_threshold: float = 0.3
-    closeup_retry: bool = False
 
     @property
     def name(self) -> str:
-        return "+".join(d.name for d in self.detectors)
+        return "+".join(d.name for d in self.detectors) + (" (close-up retry)" if self.retry else "")
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        faces = merge_faces([f for d in self.detectors for f in d._detect(rgb, 1.0)], self.iou_threshold)
-        if not faces and self.closeup_retry:
-            faces = merge_faces([f for d in self.detectors for f in d._detect(rgb, CLOSEUP_ZOOM_OUT)], self.iou_threshold)
+        faces = [f for d in self.detectors for f in d.detect(rgb)]
+        if len(self.detectors) > 1:
+            faces = merge_faces(faces, self.iou_threshold)
+        if not faces and self.retry is not None:
+            faces = self.retry.detect(rgb, CLOSEUP_ZOOM_OUT)
         return faces
 
 
@@ -212,14 +212,22 @@ class MultiDetector:
 # frame's edges then sits whole-looking in the model's view (measured in
 # models/reports/detector.md)
 CLOSEUP_ZOOM_OUT = 2.0
+SHORT_RANGE = "face_detection_short_range"
 DETECTOR_MODELS = {"short": ("face_detection_short_range",), "full": ("face_detection_full_range",),
                    "both": ("face_detection_short_range", "face_detection_full_range")}
 
 
 def load_detector(models_dir: str | Path, num_threads: int = 1, min_score: float = 0.5, model: str = "short",
                   closeup_retry: bool = False) -> FaceDetector | MultiDetector:
-    """The detector(s) ``model`` names (short, full or both), each verified by its metadata."""
-    dets = [FaceDetector(load_model(Path(models_dir) / f"{name}.json", num_threads=num_threads), min_score=min_score,
-                         closeup_retry=closeup_retry)
-            for name in DETECTOR_MODELS[model]]
-    return dets[0] if len(dets) == 1 else MultiDetector(dets, closeup_retry=closeup_retry)
+    """The detector(s) ``model`` names (short, full or both), each verified by its metadata;
+    with ``closeup_retry`` the short-range one also looks again at face-less frames."""
+    def one(name: str) -> FaceDetector:
+        return FaceDetector(load_model(Path(models_dir) / f"{name}.json", num_threads=num_threads), min_score=min_score)
+
+    dets = {name: one(name) for name in DETECTOR_MODELS[model]}
+    if len(dets) == 1 and not closeup_retry:
+        return next(iter(dets.values()))
+    retry = None
+    if closeup_retry:
+        retry = dets.get(SHORT_RANGE) or one(SHORT_RANGE)
+    return MultiDetector(list(dets.values()), retry)

@@ -106,7 +106,12 @@ def check_models(cfg: Config) -> list[Result]:
     ok = True
     from edge_app.detector import DETECTOR_MODELS
 
-    for name in [*DETECTOR_MODELS[cfg.detector.model], *cfg.liveness.models]:
+    from edge_app.detector import SHORT_RANGE
+
+    detectors = list(DETECTOR_MODELS[cfg.detector.model])
+    if cfg.detector.closeup_retry and SHORT_RANGE not in detectors:
+        detectors.append(SHORT_RANGE)  # the close-up retry's model
+    for name in [*detectors, *cfg.liveness.models]:
         try:
             model = load_model(models_dir / f"{name}.json")
         except ModelError as exc:

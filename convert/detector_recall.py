@@ -1,0 +1,230 @@
+"""Face detector recall against face size: real photos rescaled so the face is 5-100% of the
+width of a 1280x720 frame; writes models/reports/detector.md, detector.json and one PNG plot
+per detector configuration.
+
+    python -m convert.detector_recall [--datasets ../shared/datasets] [--per-source 60]
+
+How a test frame is made: a real photo (NUAA live webcam frames, 640x480, faces about a
+third of the width; UTKFace aligned crops, 200x200, the face fills most of it) has a
+reference face box: the short- and full-range detectors' merged answer on the photo as it
+is (UTKFace crops are shrunk inside a border first, as they are close-ups). The photo is
+scaled so that box is ``f`` x 1280 pixels wide and laid into a 1280x720 frame around the
+face: a small photo lands on a real empty scene (the built-in sample's background), a large
+one is cropped by the frame, so at 60-100% the face is cut by the frame's edges like a
+tight close-up. A face counts as found when a detected box overlaps the expected one
+(clipped to the frame) with IoU >= 0.3. Photos without a reference face are left out and
+counted. False faces are counted on CASIA v1 photos of buildings, textures and nature
+(Au_arc, Au_txt, Au_nat) that hold no people.
+
+Detection runs on the 1280x720 frame as the files source gives it (the detector letterboxes
+any frame to its 128 or 192 pixel input, so a camera's low-resolution stream sees the same
+face fraction). Detection threshold: the config default ``detector.min_score``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from convert.datasets import datasets_root
+from edge_app.config import Config
+from edge_app.detector import CLOSEUP_ZOOM_OUT, Face, load_detector, merge_faces
+from edge_app.sources.sample import sample_image
+
+FRAME_W, FRAME_H = 1280, 720
+FRACTIONS = (0.05, 0.06, 0.07, 0.08, 0.10, 0.125, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50, 0.60, 0.80, 1.00)
+CONFIGS = ("short", "full", "both", "short+retry", "full+retry", "both+retry")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _box_iou(a, b) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def photos(datasets: Path, per_source: int) -> list[tuple[str, str, np.ndarray]]:
+    """(source, name, rgb): NUAA live frames spread over its 15 people, and UTKFace crops."""
+    out = []
+    with open(datasets / "nuaa" / "manifest.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["label"] == "live"]
+    by_subject: dict[str, list[dict]] = {}
+    for r in rows:
+        by_subject.setdefault(r["subject"], []).append(r)
+    picked = []
+    k = 0
+    while len(picked) < per_source and any(by_subject.values()):
+        for subject in sorted(by_subject):
+            group = by_subject[subject]
+            if k < len(group) and len(picked) < per_source:
+                picked.append(group[(k * 37) % len(group)])
+        k += 1
+    for r in picked:
+        out.append(("nuaa", r["path"], np.asarray(Image.open(datasets / "nuaa" / r["path"]).convert("RGB"))))
+    with open(datasets / "utkface" / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    step = max(1, len(rows) // per_source)
+    for r in rows[::step][:per_source]:
+        out.append(("utkface", r["path"], np.asarray(Image.open(datasets / "utkface" / r["path"]).convert("RGB"))))
+    return out
+
+
+def reference_box(short, full, rgb: np.ndarray, closeup: bool) -> tuple[float, float, float, float] | None:
+    zoom = CLOSEUP_ZOOM_OUT if closeup else 1.0
+    faces = merge_faces(short.detect(rgb, zoom) + full.detect(rgb, zoom))
+    if not faces:
+        return None
+    f = max(faces, key=lambda f: f.w * f.h)
+    return f.x, f.y, f.w, f.h
+
+
+def compose(rgb: np.ndarray, ref, fraction: float, background: Image.Image, seed: int):
+    """(1280x720 frame, expected face box clipped to the frame) with the face ``fraction`` x 1280 wide."""
+    x, y, w, h = ref
+    s = fraction * FRAME_W / w
+    H, W = rgb.shape[:2]
+    sw, sh = max(1, round(W * s)), max(1, round(H * s))
+    photo = Image.fromarray(rgb).resize((sw, sh), Image.BILINEAR if s > 1 else Image.LANCZOS, reducing_gap=None)
+    cx, cy = (x + w / 2) * s, (y + h / 2) * s
+    rng = np.random.default_rng(seed)
+    tx = FRAME_W / 2 + rng.uniform(-0.25, 0.25) * max(0, FRAME_W - w * s)
+    ty = FRAME_H / 2 + rng.uniform(-0.25, 0.25) * max(0, FRAME_H - h * s)
+    ox, oy = tx - cx, ty - cy
+
+    def clamp(o: float, size: int, frame: int) -> float:
+        # a photo larger than the frame covers it; a smaller one lies wholly inside it
+        return min(0.0, max(frame - size, o)) if size >= frame else min(frame - size, max(0.0, o))
+
+    ox, oy = round(clamp(ox, sw, FRAME_W)), round(clamp(oy, sh, FRAME_H))
+    frame = background.copy()
+    frame.paste(photo, (ox, oy))
+    bx, by = x * s + ox, y * s + oy
+    x1, y1 = max(0.0, bx), max(0.0, by)
+    x2, y2 = min(float(FRAME_W), bx + w * s), min(float(FRAME_H), by + h * s)
+    return np.asarray(frame), (x1, y1, x2 - x1, y2 - y1)
+
+
+def found(faces: list[Face], expected) -> bool:
+    return any(_box_iou((f.x, f.y, f.w, f.h), expected) >= 0.3 for f in faces)
+
+
+def configs_for(short, full, frame: np.ndarray) -> dict[str, list[Face]]:
+    """Each configuration's faces for one frame (each model run at most twice)."""
+    s1, f1 = short.detect(frame), full.detect(frame)
+    both = merge_faces(s1 + f1)
+    out = {"short": s1, "full": f1, "both": both}
+    retry = None
+    for name, first in (("short", s1), ("full", f1), ("both", both)):
+        if first:
+            out[f"{name}+retry"] = first
+        else:
+            retry = retry if retry is not None else short.detect(frame, CLOSEUP_ZOOM_OUT)
+            out[f"{name}+retry"] = retry
+    return out
+
+
+def plot(recall: dict[str, list[float]], names: list[str], path: Path, title: str) -> None:
+    """Recall against face width, one line per name, drawn with Pillow."""
+    W, H, L, R, T, B = 900, 520, 70, 200, 40, 60
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    try:
+        font = ImageFont.load_default(size=14)
+    except TypeError:
+        font = ImageFont.load_default()
+    lx = np.log(np.array(FRACTIONS))
+    def px(i: int) -> float:
+        return L + (lx[i] - lx[0]) / (lx[-1] - lx[0]) * (W - L - R)
+    def py(v: float) -> float:
+        return T + (1 - v) * (H - T - B)
+    for v in np.linspace(0, 1, 11):
+        d.line([(L, py(v)), (W - R, py(v))], fill=(225, 225, 225))
+        d.text((L - 40, py(v) - 7), f"{v:.1f}", fill="black", font=font)
+    for i, f in enumerate(FRACTIONS):
+        d.line([(px(i), T), (px(i), H - B)], fill=(235, 235, 235))
+        d.text((px(i) - 12, H - B + 6), f"{f * 100:g}", fill="black", font=font)
+    d.line([(L, py(0.95)), (W - R, py(0.95))], fill=(150, 150, 150), width=1)
+    i8 = FRACTIONS.index(0.08)
+    d.line([(px(i8), T), (px(i8), H - B)], fill=(150, 150, 150), width=1)
+    d.text((W / 2 - 170, H - 30), "face width, % of a 1280x720 frame's width (log scale)", fill="black", font=font)
+    d.text((L, 10), title, fill="black", font=font)
+    palette = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207)]
+    for k, name in enumerate(names):
+        pts = [(px(i), py(v)) for i, v in enumerate(recall[name])]
+        d.line(pts, fill=palette[k % len(palette)], width=3)
+        for p in pts:
+            d.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=palette[k % len(palette)])
+        d.line([(W - R + 15, T + 20 + 22 * k), (W - R + 45, T + 20 + 22 * k)], fill=palette[k % len(palette)], width=3)
+        d.text((W - R + 52, T + 12 + 22 * k), name, fill="black", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", type=Path, default=datasets_root(), help="default: ../shared/datasets or $EDGE_APP_DATASETS")
+    ap.add_argument("--models-dir", type=Path, default=REPO / "models")
+    ap.add_argument("--per-source", type=int, default=60, help="photos from NUAA and from UTKFace each (default 60)")
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "reports")
+    args = ap.parse_args(argv)
+    min_score = Config().detector.min_score
+    short = load_detector(args.models_dir, 1, min_score, "short")
+    full = load_detector(args.models_dir, 1, min_score, "full")
+    background = Image.fromarray(sample_image("empty")).resize((FRAME_W, FRAME_H), Image.BILINEAR)
+
+    t0 = time.time()
+    hits = {src: {c: np.zeros(len(FRACTIONS), int) for c in CONFIGS} for src in ("nuaa", "utkface")}
+    counted = {"nuaa": 0, "utkface": 0}
+    skipped = {"nuaa": 0, "utkface": 0}
+    for source, name, rgb in photos(args.datasets, args.per_source):
+        ref = reference_box(short, full, rgb, closeup=source == "utkface")
+        if ref is None:
+            skipped[source] += 1
+            continue
+        counted[source] += 1
+        seed = zlib.crc32(name.encode())
+        for i, fraction in enumerate(FRACTIONS):
+            frame, expected = compose(rgb, ref, fraction, background, seed)
+            for config, faces in configs_for(short, full, frame).items():
+                hits[source][config][i] += found(faces, expected)
+
+    paths = sorted((args.datasets / "casia1" / "Au").glob("Au_arc_*.jpg"))[:40] + \
+        sorted((args.datasets / "casia1" / "Au").glob("Au_txt_*.jpg"))[:40] + \
+        sorted((args.datasets / "casia1" / "Au").glob("Au_nat_*.jpg"))[:40]
+    false_faces = {c: 0 for c in CONFIGS}
+    for p in paths:
+        for config, faces in configs_for(short, full, np.asarray(Image.open(p).convert("RGB"))).items():
+            false_faces[config] += bool(faces)
+
+    total = {c: hits["nuaa"][c] + hits["utkface"][c] for c in CONFIGS}
+    n = counted["nuaa"] + counted["utkface"]
+    recall = {c: (total[c] / max(n, 1)).tolist() for c in CONFIGS}
+    by_source = {src: {c: (hits[src][c] / max(counted[src], 1)).tolist() for c in CONFIGS} for src in hits}
+    results = {"fractions": list(FRACTIONS), "frame": [FRAME_W, FRAME_H], "min_score": min_score,
+               "photos": counted, "without_reference_face": skipped, "recall": recall, "recall_by_source": by_source,
+               "false_faces": {"images": len(paths), "frames_with_a_face": false_faces},
+               "seconds": round(time.time() - t0, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "detector.json").write_text(json.dumps(results, indent=2) + "\n")
+    for config in CONFIGS:
+        plot(recall, [config], args.out / f"detector_recall_{config.replace('+', '_')}.png",
+             f"detector recall, {config}: {n} real photos")
+    plot(recall, list(CONFIGS), args.out / "detector_recall.png", f"detector recall by face width: {n} real photos")
+    print(json.dumps({c: [round(v, 3) for v in recall[c]] for c in CONFIGS}, indent=1))
+    print(f"photos {counted}, without reference face {skipped}, false faces {false_faces} of {len(paths)}, "
+          f"{results['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
