@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if args.local_broker:
             from edge_app.local_broker import find_or_start
 
+            wanted = cfg.mqtt.port
             broker = find_or_start(cfg.mqtt.host, cfg.mqtt.port)
             if broker:
                 cfg.mqtt.host, cfg.mqtt.port = broker.host, broker.port
@@ -125,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
                 base = resolve_base_topic(cfg.mqtt, device_id)
                 if broker.process:
                     log.info("events go to a private mosquitto on %s:%d that stops with this run; to watch them, "
-                             "start a broker first (`mosquitto -p 1883 -d`), then in another terminal "
-                             "`mosquitto_sub -p 1883 -t '%s/#' -v`, and run this again: it uses that broker",
-                             broker.host, broker.port, base)
+                             "start a broker first (`mosquitto -p %d -d`), then in another terminal "
+                             "`mosquitto_sub -p %d -t '%s/#' -v`, and run this again: it uses that broker",
+                             broker.host, broker.port, wanted, wanted, base)
                 else:
                     log.info("watch the events from another terminal: mosquitto_sub -h %s -p %d -t '%s/#' -v",
                              broker.host, broker.port, base)
