@@ -110,14 +110,18 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
     return kept
 
 
-def merge_faces(faces: list[Face], iou_threshold: float = 0.3) -> list[Face]:
-    """Faces from several detectors as one list, best first: of overlapping boxes the
-    highest-scoring one stays."""
+def merge_faces(*groups: list[Face], iou_threshold: float = 0.3) -> list[Face]:
+    """Faces from several detectors as one list. Groups come in priority order: a face of a
+    later group is added only where no earlier one overlaps it, so where the short-range
+    model (listed first) sees a face its box is kept: the liveness models were trained on
+    crops around short-range boxes (full-range boxes of the same faces came out ~3% larger
+    and ~6% of their height higher on NUAA frames)."""
     kept: list[Face] = []
-    for f in sorted(faces, key=lambda f: f.score, reverse=True):
-        box = np.array([[f.x, f.y, f.x + f.w, f.y + f.h]], np.float32)
-        if all(_iou(np.array([k.x, k.y, k.x + k.w, k.y + k.h], np.float32), box)[0] <= iou_threshold for k in kept):
-            kept.append(f)
+    for group in groups:
+        for f in group:
+            box = np.array([[f.x, f.y, f.x + f.w, f.y + f.h]], np.float32)
+            if all(_iou(np.array([k.x, k.y, k.x + k.w, k.y + k.h], np.float32), box)[0] <= iou_threshold for k in kept):
+                kept.append(f)
     return kept
 
 
@@ -200,9 +204,7 @@ class MultiDetector:
         return "+".join(d.name for d in self.detectors) + (" (close-up retry)" if self.retry else "")
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        faces = [f for d in self.detectors for f in d.detect(rgb)]
-        if len(self.detectors) > 1:
-            faces = merge_faces(faces, self.iou_threshold)
+        faces = merge_faces(*(d.detect(rgb) for d in self.detectors), iou_threshold=self.iou_threshold)
         if not faces and self.retry is not None:
             faces = self.retry.detect(rgb, CLOSEUP_ZOOM_OUT)
         return faces

@@ -59,6 +59,8 @@ def test_full_range_boxes_land_on_the_same_face(dets):
     (rx, ry), (lx, ly), _, (mx, my) = full[0].keypoints[:4]
     assert ry < my and ly < my and full[0].x < rx < full[0].x + full[0].w
     assert dets["full"].detect(sample_image("empty")) == []
+    # "both" keeps the short-range box where both see the face (the liveness models' training geometry)
+    assert [f.box() for f in dets["both"].detect(rgb)] == [short[0].box()]
 
 
 def test_a_face_8_percent_of_the_frame_is_found_by_full_range_not_short_range(dets, framed):
