@@ -6,8 +6,8 @@ per detector configuration.
 
 How a test frame is made: a real photo (NUAA live webcam frames, 640x480, faces about a
 third of the width; UTKFace aligned crops, 200x200, the face fills most of it) has a
-reference face box: the short- and full-range detectors' merged answer on the photo as it
-is (UTKFace crops are shrunk inside a border first, as they are close-ups). The photo is
+reference face box: the short-range detector's answer on the photo as it is (the
+full-range one's where it finds none) (UTKFace crops are shrunk inside a border first, as they are close-ups). The photo is
 scaled so that box is ``f`` x 1280 pixels wide and laid into a 1280x720 frame around the
 face: a small photo lands on a real empty scene (the built-in sample's background), a large
 one is cropped by the frame, so at 60-100% the face is cut by the frame's edges like a
@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from convert.datasets import datasets_root
 from edge_app.config import Config
-from edge_app.detector import CLOSEUP_ZOOM_OUT, Face, load_detector, merge_faces
+from edge_app.detector import CLOSEUP_ZOOM_OUT, Face, load_detector
 from edge_app.sources.sample import sample_image
 
 FRAME_W, FRAME_H = 1280, 720
@@ -81,7 +81,7 @@ def photos(datasets: Path, per_source: int) -> list[tuple[str, str, np.ndarray]]
 
 def reference_box(short, full, rgb: np.ndarray, closeup: bool) -> tuple[float, float, float, float] | None:
     zoom = CLOSEUP_ZOOM_OUT if closeup else 1.0
-    faces = merge_faces(short.detect(rgb, zoom), full.detect(rgb, zoom))
+    faces = short.detect(rgb, zoom) or full.detect(rgb, zoom)
     if not faces:
         return None
     f = max(faces, key=lambda f: f.w * f.h)
@@ -121,7 +121,7 @@ def found(faces: list[Face], expected) -> bool:
 def configs_for(short, full, frame: np.ndarray) -> dict[str, list[Face]]:
     """Each configuration's faces for one frame (each model run at most twice)."""
     s1, f1 = short.detect(frame), full.detect(frame)
-    both = merge_faces(s1, f1)  # as MultiDetector: short-range boxes first
+    both = s1 or f1  # as MultiDetector: full-range only where short-range finds nothing
     out = {"short": s1, "full": f1, "both": both}
     retry = None
     for name, first in (("short", s1), ("full", f1), ("both", both)):
@@ -188,7 +188,7 @@ def markdown(r: dict, bench: dict | None = None) -> str:
         "`convert/detector_recall.py`.",
         "",
         "Configurations (`[detector] model`, `closeup_retry`): **short** = BlazeFace short-range (128x128 input), "
-        "**full** = full-range (192x192), **both** = the two on the same frame, faces merged; **+retry** = a frame "
+        "**full** = full-range (192x192), **both** = short-range, and full-range on frames where it finds no face; **+retry** = a frame "
         "where they find nothing is looked at again by the short-range model, shrunk to half inside a black border.",
         "",
         "| face width | " + " | ".join(configs) + " |",

@@ -44,8 +44,9 @@ class SourceConfig:
 @dataclass
 class DetectorConfig:
     # short: BlazeFace short-range (faces within ~2 m; cheapest); full: full-range (~5 m);
-    # both: both on the same image, faces merged (recall and cost: models/reports/detector.md)
-    model: str = "short"
+    # both: short-range, and full-range on frames where it finds no face (a near face costs
+    # the short-range run only). Recall by face size and cost: models/reports/detector.md
+    model: str = "both"
     # a frame without a face is looked at once more, shrunk inside a black border: finds
     # close-ups cut by the frame edges (costs a second detector run on face-less frames only)
     closeup_retry: bool = True

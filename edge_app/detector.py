@@ -6,8 +6,8 @@ metadata JSON, written by convert/fetch_detector.py); decoding and weighted non-
 suppression follow its TensorsToDetections and NonMaxSuppression calculators. Both models
 share the output layout (box + 6 keypoints per anchor, one logit), so one decoder serves.
 
-``detector.model`` chooses short, full or both (both run on the same image and their faces
-are merged). A face that fills the frame and is cut by its edges is often missed by both;
+``detector.model`` chooses short, full or both (short-range first, full-range on frames
+where it finds no face). A face that fills the frame and is cut by its edges is often missed by both;
 when a frame gives no face, ``closeup_retry`` looks once more at the frame shrunk inside a
 black border, where such a face is whole again relative to the model's input.
 """
@@ -110,21 +110,6 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
     return kept
 
 
-def merge_faces(*groups: list[Face], iou_threshold: float = 0.3) -> list[Face]:
-    """Faces from several detectors as one list. Groups come in priority order: a face of a
-    later group is added only where no earlier one overlaps it, so where the short-range
-    model (listed first) sees a face its box is kept: the liveness models were trained on
-    crops around short-range boxes (full-range boxes of the same faces came out ~3% larger
-    and ~6% of their height higher on NUAA frames)."""
-    kept: list[Face] = []
-    for group in groups:
-        for f in group:
-            box = np.array([[f.x, f.y, f.x + f.w, f.y + f.h]], np.float32)
-            if all(_iou(np.array([k.x, k.y, k.x + k.w, k.y + k.h], np.float32), box)[0] <= iou_threshold for k in kept):
-                kept.append(f)
-    return kept
-
-
 @dataclass
 class FaceDetector:
     model: Model
@@ -189,25 +174,33 @@ class FaceDetector:
 
 @dataclass
 class MultiDetector:
-    """The configured detector(s) on one image, faces merged (``detector.model = "both"``),
-    and the close-up retry: a frame where they find nothing is looked at once more by the
+    """Detectors tried in turn, and the close-up retry (``detector.model = "both"``, or
+    ``closeup_retry``).
+
+    "both" is short-range first and full-range only on a frame where the short-range model
+    finds no face: a near face costs one short-range run and keeps the short-range box the
+    liveness models were trained on (full-range boxes of the same faces came out ~3% larger
+    and ~6% of their height higher on NUAA frames), a face too far for it costs both runs. A
+    far face beside a near one is not looked for: the door serves the nearest person.
+
+    The close-up retry: a frame where they find nothing is looked at once more by the
     short-range model, shrunk inside a black border, where a face cut by the frame's edges
     looks whole. Only the short-range model retries: the full-range one, shown a shrunk
     frame, found faces in textures (models/reports/detector.md)."""
 
     detectors: list[FaceDetector]
     retry: FaceDetector | None = None
-    iou_threshold: float = 0.3
 
     @property
     def name(self) -> str:
-        return "+".join(d.name for d in self.detectors) + (" (close-up retry)" if self.retry else "")
+        return " then ".join(d.name for d in self.detectors) + (" (close-up retry)" if self.retry else "")
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        faces = merge_faces(*(d.detect(rgb) for d in self.detectors), iou_threshold=self.iou_threshold)
-        if not faces and self.retry is not None:
-            faces = self.retry.detect(rgb, CLOSEUP_ZOOM_OUT)
-        return faces
+        for detector in self.detectors:
+            faces = detector.detect(rgb)
+            if faces:
+                return faces
+        return self.retry.detect(rgb, CLOSEUP_ZOOM_OUT) if self.retry is not None else []
 
 
 # the frame shrunk to half inside a black border for the close-up retry: a face cut by the

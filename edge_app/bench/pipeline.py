@@ -285,11 +285,21 @@ def detector_costs(models_dir: Path, min_score: float, repeat: int) -> dict:
     dets["both + close-up retry"] = load_detector(models_dir, 1, min_score, "both", closeup_retry=True)
     cases = {}
     for w, h in ((640, 480), (1280, 720)):
-        for face in (True, False):
-            rgb = scene(w, h, face)
+        for what, rgb in (("near face", scene(w, h, True)), ("far face (8% of the width)", far_scene(w, h, 0.08)),
+                          ("no face", scene(w, h, False))):
             for name, det in dets.items():
-                cases[f"{name}, {w}x{h}, {'one face' if face else 'no face'}"] = (lambda det=det, rgb=rgb: det.detect(rgb))
+                cases[f"{name}, {w}x{h}, {what}"] = (lambda det=det, rgb=rgb: det.detect(rgb))
     return interleaved(cases, max(20, repeat // 2))
+
+
+def far_scene(width: int, height: int, fraction: float) -> np.ndarray:
+    """The sample's person standing far off: the 640x480 sample scaled so its face is
+    ``fraction`` of the frame width (the sample's face is 91 px wide), on the empty wall."""
+    wall = Image.fromarray(sample_image("empty")).resize((width, height), Image.BILINEAR)
+    s = fraction * width / 91.0
+    person = Image.fromarray(sample_image("live")).resize((round(640 * s), round(480 * s)), Image.LANCZOS)
+    wall.paste(person, ((width - person.width) // 2, (height - person.height) // 3))
+    return np.asarray(wall).copy()
 
 
 def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dict:

@@ -58,7 +58,8 @@ def markdown(r: dict, pi_estimate: dict | None = None) -> str:
                    f"{'yes' if peer['xnnpack_whole_graph'] else 'no'} |")
     if "detectors" in r:
         out += ["", "## Face detectors (`detector.model`; detection time per frame)", "",
-                "short: BlazeFace short-range 128x128; full: full-range 192x192; both: the two, faces merged; "
+                "short: BlazeFace short-range 128x128; full: full-range 192x192; both: short-range, then full-range "
+                "on frames where it finds no face (a far face or none costs both runs); "
                 "close-up retry: a face-less frame looked at again by the short-range model, shrunk "
                 "(recall by face size: models/reports/detector.md).", ""] + _timing_table(r["detectors"])
         loop = r.get("detector_frame_loop_640x480", {})
