@@ -33,7 +33,9 @@ class PiCameraSource:
                 self.cam.set_controls({"FrameRate": cfg.fps})
             self.cam.start()
         except Exception as exc:  # libcamera raises many kinds; all mean "no camera"
-            raise SourceError(f"{self.name}: camera could not be started ({exc})") from exc
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"{self.name}: camera could not be started ({cause}); check `rpicam-hello --list-cameras`, "
+                              "the ribbon cable, and that no other program holds the camera") from exc
         self.seq = 0
 
     def read(self) -> Frame | None:
