@@ -172,16 +172,31 @@ class FaceDetector:
         return faces
 
 
+# "both": a short-range face narrower than this share of the frame width is not trusted
+# alone and the full-range model looks too. Below ~15% the short-range model misses most
+# faces, and what it does report there is often the right face in a box about twice too
+# large (scores 0.6-0.67) that itself measures 15-20% of the width; so the handover is at
+# 20%, where its recall and boxes are right (recall at 8%: handover 0.15 0.950, 0.18 0.967,
+# 0.20 0.975, full-range alone 0.975; 120 photos, convert/detector_recall.py)
+HANDOVER_FRACTION = 0.20
+# the frame shrunk to half inside a black border for the close-up retry: a face cut by the
+# frame's edges then sits whole-looking in the model's view (measured in
+# models/reports/detector.md)
+CLOSEUP_ZOOM_OUT = 2.0
+
+
 @dataclass
 class MultiDetector:
     """Detectors tried in turn, and the close-up retry (``detector.model = "both"``, or
     ``closeup_retry``).
 
-    "both" is short-range first and full-range only on a frame where the short-range model
-    finds no face: a near face costs one short-range run and keeps the short-range box the
-    liveness models were trained on (full-range boxes of the same faces came out ~3% larger
-    and ~6% of their height higher on NUAA frames), a face too far for it costs both runs. A
-    far face beside a near one is not looked for: the door serves the nearest person.
+    "both" is short-range first; the full-range model looks only when the short-range one
+    found no face at least ``handover`` of the frame width wide (see HANDOVER_FRACTION).
+    A near face costs one short-range run and keeps the short-range box the liveness models
+    were trained on (full-range boxes of the same faces came out ~3% larger and ~6% of their
+    height higher on NUAA frames); a far face costs both runs and gets the full-range boxes
+    (the short-range ones where full-range finds nothing). A far face beside a near one is
+    not looked for: the door serves the nearest person.
 
     The close-up retry: a frame where they find nothing is looked at once more by the
     short-range model, shrunk inside a black border, where a face cut by the frame's edges
@@ -190,23 +205,25 @@ class MultiDetector:
 
     detectors: list[FaceDetector]
     retry: FaceDetector | None = None
+    handover: float = HANDOVER_FRACTION
 
     @property
     def name(self) -> str:
         return " then ".join(d.name for d in self.detectors) + (" (close-up retry)" if self.retry else "")
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
+        width = rgb.shape[1]
+        fallback: list[Face] = []
         for detector in self.detectors:
             faces = detector.detect(rgb)
-            if faces:
+            if any(f.w >= self.handover * width for f in faces) or (faces and detector is self.detectors[-1]):
                 return faces
+            fallback = fallback or faces
+        if fallback:
+            return fallback
         return self.retry.detect(rgb, CLOSEUP_ZOOM_OUT) if self.retry is not None else []
 
 
-# the frame shrunk to half inside a black border for the close-up retry: a face cut by the
-# frame's edges then sits whole-looking in the model's view (measured in
-# models/reports/detector.md)
-CLOSEUP_ZOOM_OUT = 2.0
 SHORT_RANGE = "face_detection_short_range"
 DETECTOR_MODELS = {"short": ("face_detection_short_range",), "full": ("face_detection_full_range",),
                    "both": ("face_detection_short_range", "face_detection_full_range")}

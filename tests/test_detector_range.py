@@ -59,8 +59,18 @@ def test_full_range_boxes_land_on_the_same_face(dets):
     (rx, ry), (lx, ly), _, (mx, my) = full[0].keypoints[:4]
     assert ry < my and ly < my and full[0].x < rx < full[0].x + full[0].w
     assert dets["full"].detect(sample_image("empty")) == []
-    # "both" keeps the short-range box where both see the face (the liveness models' training geometry)
-    assert [f.box() for f in dets["both"].detect(rgb)] == [short[0].box()]
+
+def test_both_keeps_short_range_boxes_of_near_faces_and_hands_far_ones_over(dets, framed):
+    # a near face (30% of the width): the short-range box, the liveness models' training geometry
+    near, _ = framed(0.3)
+    assert [f.box() for f in dets["both"].detect(near)] == [f.box() for f in dets["short"].detect(near)]
+    # at 8% the short-range model reports the face in a box about twice too large: full-range's is used
+    far, expected = framed(0.08)
+    short = dets["short"].detect(far)
+    both = dets["both"].detect(far)
+    assert [f.box() for f in both] == [f.box() for f in dets["full"].detect(far)]
+    assert both and abs(both[0].w - expected[2]) < 0.25 * expected[2]
+    assert all(f.w > 1.5 * expected[2] for f in short)  # what "both" avoids (empty list: nothing to avoid)
 
 
 def test_a_face_8_percent_of_the_frame_is_found_by_full_range_not_short_range(dets, framed):
