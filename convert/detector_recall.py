@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from convert.datasets import datasets_root
 from edge_app.config import Config
-from edge_app.detector import CLOSEUP_ZOOM_OUT, HANDOVER_FRACTION, Face, load_detector
+from edge_app.detector import CLOSEUP_ZOOM_OUT, Face, load_detector, short_range_trusted
 from edge_app.sources.sample import sample_image
 
 FRAME_W, FRAME_H = 1280, 720
@@ -121,9 +121,8 @@ def found(faces: list[Face], expected) -> bool:
 def configs_for(short, full, frame: np.ndarray) -> dict[str, list[Face]]:
     """Each configuration's faces for one frame (each model run at most twice)."""
     s1, f1 = short.detect(frame), full.detect(frame)
-    # as MultiDetector: full-range looks where short-range finds no face of HANDOVER_FRACTION or more
-    near = any(f.w >= HANDOVER_FRACTION * frame.shape[1] for f in s1)
-    both = s1 if near else (f1 or s1)
+    # as MultiDetector: full-range's faces where short-range's are not trusted alone
+    both = s1 if short_range_trusted(s1, frame.shape[1]) else (f1 or s1)
     out = {"short": s1, "full": f1, "both": both}
     retry = None
     for name, first in (("short", s1), ("full", f1), ("both", both)):
@@ -191,7 +190,7 @@ def markdown(r: dict, bench: dict | None = None) -> str:
         "",
         "Configurations (`[detector] model`, `closeup_retry`): **short** = BlazeFace short-range (128x128 input), "
         "**full** = full-range (192x192), **both** = short-range, and full-range on frames where it finds no face of "
-        "at least 20% of the width (`HANDOVER_FRACTION` in edge_app/detector.py; then its faces, the short-range ones if it finds none); **+retry** = a frame "
+        "at least 20% of the width, or 10% with a score of 0.75 (`short_range_trusted` in edge_app/detector.py; then its faces, the short-range ones if it finds none); **+retry** = a frame "
         "where they find nothing is looked at again by the short-range model, shrunk to half inside a black border.",
         "",
         "| face width | " + " | ".join(configs) + " |",

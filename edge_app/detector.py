@@ -172,13 +172,24 @@ class FaceDetector:
         return faces
 
 
-# "both": a short-range face narrower than this share of the frame width is not trusted
-# alone and the full-range model looks too. Below ~15% the short-range model misses most
-# faces, and what it does report there is often the right face in a box about twice too
-# large (scores 0.6-0.67) that itself measures 15-20% of the width; so the handover is at
-# 20%, where its recall and boxes are right (recall at 8%: handover 0.15 0.950, 0.18 0.967,
-# 0.20 0.975, full-range alone 0.975; 120 photos, convert/detector_recall.py)
+# "both": when the short-range model's answer is trusted alone. Below ~15% of the frame
+# width it misses most faces, and what it does report there is often the right face in a box
+# about twice too large that itself measures 15-20% of the width, always with a low score
+# (0.60-0.69 on 120 photos). So a short-range face is trusted when it is 20% of the width or
+# more, or 10% or more with a score of at least 0.75; otherwise the full-range model looks
+# too. On those photos (convert/detector_recall.py) this kept recall at 8% at full-range's
+# 0.975 (trusting any short-range face: 0.925) while the full-range model ran on 13% of the
+# frames with a 15% face and on none from 20% up.
 HANDOVER_FRACTION = 0.20
+TRUSTED_FRACTION, TRUSTED_SCORE = 0.10, 0.75
+
+
+def short_range_trusted(faces: list[Face], width: int) -> bool:
+    """Whether short-range faces in a frame ``width`` pixels wide are trusted without the full-range model."""
+    return any(f.w >= HANDOVER_FRACTION * width or (f.w >= TRUSTED_FRACTION * width and f.score >= TRUSTED_SCORE)
+               for f in faces)
+
+
 # the frame shrunk to half inside a black border for the close-up retry: a face cut by the
 # frame's edges then sits whole-looking in the model's view (measured in
 # models/reports/detector.md)
@@ -190,8 +201,9 @@ class MultiDetector:
     """Detectors tried in turn, and the close-up retry (``detector.model = "both"``, or
     ``closeup_retry``).
 
-    "both" is short-range first; the full-range model looks only when the short-range one
-    found no face at least ``handover`` of the frame width wide (see HANDOVER_FRACTION).
+    "both" is short-range first; the full-range model looks only when the short-range
+    faces are not trusted alone (``short_range_trusted``: no face, or only small or
+    low-scoring ones).
     A near face costs one short-range run and keeps the short-range box the liveness models
     were trained on (full-range boxes of the same faces came out ~3% larger and ~6% of their
     height higher on NUAA frames); a far face costs both runs and gets the full-range boxes
@@ -205,18 +217,16 @@ class MultiDetector:
 
     detectors: list[FaceDetector]
     retry: FaceDetector | None = None
-    handover: float = HANDOVER_FRACTION
 
     @property
     def name(self) -> str:
         return " then ".join(d.name for d in self.detectors) + (" (close-up retry)" if self.retry else "")
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        width = rgb.shape[1]
         fallback: list[Face] = []
         for detector in self.detectors:
             faces = detector.detect(rgb)
-            if any(f.w >= self.handover * width for f in faces) or (faces and detector is self.detectors[-1]):
+            if faces and (detector is self.detectors[-1] or short_range_trusted(faces, rgb.shape[1])):
                 return faces
             fallback = fallback or faces
         if fallback:
