@@ -251,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                  "note": f"From `edge-app bench` ({env.get('cpus', '?')} CPUs, {env.get('processor', '')}, load "
                          f"average {env.get('load_average_at_start', [0])[0]:.1f} at start: a shared, busy machine; "
                          "read the ratios between rows, taken side by side in one run, more than the absolute "
-                         "times). Detection time per frame, one thread."}
+                         "times). Detection time per frame, one thread. The frame-loop rows below use the sample's face "
+                         "(14% of the width, short-range score 0.85: trusted, so 'both' runs the short-range model "
+                         "only); a far face or an empty scene costs both runs (the 'far face' and 'no face' rows), "
+                         "and no liveness model runs without a face. Command: `edge-app bench --frames 200 --repeat 40 "
+                         "--json FILE`, then `python -m convert.detector_recall --report-only --bench FILE`."}
     if args.report_only:
         (args.out / "detector.md").write_text(markdown(json.loads((args.out / "detector.json").read_text()), bench))
         return 0
