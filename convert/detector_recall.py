@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(14% of the width, short-range score 0.85: trusted, so 'both' runs the short-range model "
                          "only); a far face or an empty scene costs both runs (the 'far face' and 'no face' rows), "
                          "and no liveness model runs without a face. Command: `edge-app bench --frames 200 --repeat 40 "
-                         "--json FILE`, then `python -m convert.detector_recall --report-only --bench FILE`."}
+                         "--json FILE`, then `python -m convert.detector_recall --report-only --bench FILE`; this run's figures: "
+                         "`detector_bench.json`."}
     if args.report_only:
         (args.out / "detector.md").write_text(markdown(json.loads((args.out / "detector.json").read_text()), bench))
         return 0
