@@ -7,9 +7,9 @@ suppression follow its TensorsToDetections and NonMaxSuppression calculators. Bo
 share the output layout (box + 6 keypoints per anchor, one logit), so one decoder serves.
 
 ``detector.model`` chooses short, full or both (short-range first, full-range on frames
-where it finds no face). A face that fills the frame and is cut by its edges is often missed by both;
-when a frame gives no face, ``closeup_retry`` looks once more at the frame shrunk inside a
-black border, where such a face is whole again relative to the model's input.
+where the short-range faces are not trusted alone). A face that fills the frame and is cut
+by its edges is often missed by both; when a frame gives no face, ``closeup_retry`` looks
+once more at the frame shrunk inside a black border, where such a face looks whole again.
 """
 
 from __future__ import annotations
