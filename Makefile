@@ -5,9 +5,10 @@ setup:
 	scripts/setup.sh test
 
 # The main job on the built-in sample: live face, printed-photo attack, empty scene;
-# events printed as JSON lines and published to a local broker (found or started).
+# one readable line per decision and a tally, events published to a local broker (found or
+# started; the run says how to watch them with mosquitto_sub). JSON lines: add --print-events.
 demo: setup
-	.venv/bin/edge-app run --local-broker --max-frames 96 --print-events
+	.venv/bin/edge-app run --local-broker --max-frames 96
 
 test: setup
 	.venv/bin/python -m pytest -q

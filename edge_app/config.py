@@ -43,6 +43,13 @@ class SourceConfig:
 
 @dataclass
 class DetectorConfig:
+    # short: BlazeFace short-range (faces within ~2 m; cheapest); full: full-range (~5 m);
+    # both: short-range, and full-range on frames where it finds no face (a near face costs
+    # the short-range run only). Recall by face size and cost: models/reports/detector.md
+    model: str = "both"
+    # a frame without a face is looked at once more, shrunk inside a black border: finds
+    # close-ups cut by the frame edges (costs a second detector run on face-less frames only)
+    closeup_retry: bool = True
     min_score: float = 0.6
     max_faces: int = 4
     min_face_fraction: float = 0.05  # faces narrower than this share of the frame width are ignored
@@ -103,6 +110,8 @@ class MqttConfig:
 @dataclass
 class LogConfig:
     level: str = "INFO"
+    # a status line (fps, faces, decisions by kind, spool depth, broker) every this many seconds; 0: never
+    status_interval_s: float = 60.0
 
 
 @dataclass
@@ -179,6 +188,7 @@ class Config:
 
 _CHOICES = {
     "source.kind": ("sample", "files", "synthetic", "picamera2"),
+    "detector.model": ("short", "full", "both"),
     "mqtt.protocol": ("3.1.1", "5"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "indicator.kind": ("none", "gpiochip", "sysfs", "file"),
@@ -265,6 +275,9 @@ def validate(cfg: Config, origin: str = "config") -> Config:
     if cfg.indicator.kind == "file" and not cfg.indicator.path:
         raise ConfigError(f"{origin}: indicator.path: set the file for indicator.kind = 'file'")
     positive("doctor.broker_timeout_s", cfg.doctor.broker_timeout_s)
+    if cfg.log.status_interval_s < 0:
+        raise ConfigError(f"{origin}: log.status_interval_s: must not be negative (0 turns the status line off), "
+                          f"got {cfg.log.status_interval_s}")
     return cfg
 
 

@@ -30,6 +30,7 @@ class DecisionEvent:
     reason: str = ""  # why a decision is not live/attack (no face, stale frame, error ...)
     timing_ms: dict[str, float] = field(default_factory=dict)
     frame_seq: int | None = None
+    source: str | None = None  # the image file a files-source frame came from; absent for cameras
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
 
@@ -55,6 +56,7 @@ class DecisionEvent:
             "reason": self.reason,
             "frame_seq": self.frame_seq,
             "timing_ms": {k: round(float(v), 3) for k, v in self.timing_ms.items()},
+            **({"source": self.source} if self.source is not None else {}),
         }
 
 

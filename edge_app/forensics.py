@@ -35,8 +35,10 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from edge_app.copy_move import CopyMove, CopyMoveParams, copy_move_score, find_copy_move
+from edge_app.keypoint_copy_move import INSTALL_HINT as KEYPOINT_INSTALL_HINT
 from edge_app.keypoint_copy_move import (KeypointCopyMove, KeypointParams, find_keypoint_copy_move,
                                          keypoint_copy_move_score)
+from edge_app.keypoint_copy_move import available as keypoint_available
 from edge_app.ela import ELA_QUALITY, error_level_display, error_level_normalized
 from edge_app.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
 
@@ -375,6 +377,12 @@ class ForensicsAnalyzer:
         kp = meta.get("keypoint_copy_move")
         self.keypoint_half_inliers = float(kp["half_inliers"]) if kp else None
         self.keypoint_params = KeypointParams(**kp.get("params", {})) if kp else None
+        # OpenCV is an optional extra: without it the keypoint evidence is left out, and each
+        # result says so (the CNN and the block matcher still run)
+        self.notes: list[str] = []
+        if self.keypoint_params is not None and not keypoint_available():
+            self.keypoint_params = None
+            self.notes.append(f"keypoint copy-move evidence not computed: {KEYPOINT_INSTALL_HINT}")
         if model.input.shape != (1, self.patch, self.patch, len(FEATURES)):
             raise ValueError(f"{model.path.name}: input shape {model.input.shape} does not fit patch "
                              f"{self.patch} with {len(FEATURES)} features")
@@ -512,7 +520,7 @@ def result_dict(img: LoadedImage, analysis: Analysis, analyzer: ForensicsAnalyze
         "source": img.source_info,
         "heatmap": heatmap_summary(analysis.heatmap, analysis.pixel_threshold),
         "evidence": _evidence(analysis),
-        "notes": _notes(img),
+        "notes": _notes(img) + analyzer.notes,
         "model": {"name": analyzer.name, "version": analyzer.version},
         "timing_ms": analysis.timing_ms,
     }

@@ -38,6 +38,31 @@ import numpy as np
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
+INSTALL_HINT = ("keypoint copy-move matching needs OpenCV, the optional extra 'forensics': "
+                "pip install 'edge_app[forensics]' (opencv-python-headless; on a Raspberry Pi with apt's "
+                "numpy 1.24: sudo apt install python3-opencv instead, as pip's OpenCV needs numpy 2)")
+
+
+class OpenCVMissing(ImportError):
+    """OpenCV is not installed; the message names the extra that brings it."""
+
+
+def opencv():
+    """The cv2 module, or OpenCVMissing naming the extra (the door terminal runs without it)."""
+    try:
+        import cv2
+    except ImportError as exc:
+        raise OpenCVMissing(f"{INSTALL_HINT} ({exc})") from exc
+    return cv2
+
+
+def available() -> bool:
+    try:
+        opencv()
+    except OpenCVMissing:
+        return False
+    return True
+
 
 @dataclass(frozen=True)
 class KeypointParams:
@@ -82,7 +107,7 @@ class KeypointCopyMove:
     def mask(self, height: int, width: int) -> np.ndarray:
         """bool (height, width): the convex hulls of the inlier points, source and copy,
         each point widened by ``radius`` so that a hull of few points still has area."""
-        import cv2
+        cv2 = opencv()
 
         canvas = np.zeros((height, width), np.uint8)
         if self.inliers == 0:
@@ -106,7 +131,7 @@ def keypoint_copy_move_score(inliers: int, half_inliers: float) -> float:
 
 
 def _luma(rgb: np.ndarray, max_pixels: int) -> tuple[np.ndarray, float]:
-    import cv2
+    cv2 = opencv()
 
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
@@ -121,8 +146,9 @@ def _luma(rgb: np.ndarray, max_pixels: int) -> tuple[np.ndarray, float]:
 
 
 def find_keypoint_copy_move(rgb: np.ndarray, params: KeypointParams = KeypointParams()) -> KeypointCopyMove:
-    """The strongest scaled/rotated/translated copy in an RGB uint8 image, by SIFT keypoints."""
-    import cv2
+    """The strongest scaled/rotated/translated copy in an RGB uint8 image, by SIFT keypoints.
+    Raises OpenCVMissing (naming the extra to install) without OpenCV."""
+    cv2 = opencv()
 
     g, f = _luma(rgb, params.max_pixels)
     if min(g.shape) < 16:

@@ -72,7 +72,8 @@ class Stats:
 def load_models(cfg: Config) -> tuple[FaceDetector, LivenessScorer]:
     """The detector and the liveness models the config names, verified; raises ModelError."""
     models_dir = cfg.resolved_models_dir()
-    detector = load_detector(models_dir, cfg.detector.threads, cfg.detector.min_score)
+    detector = load_detector(models_dir, cfg.detector.threads, cfg.detector.min_score, cfg.detector.model,
+                             cfg.detector.closeup_retry)
     return detector, load_scorer(models_dir, cfg.liveness.models, cfg.liveness.threads)
 
 
@@ -146,7 +147,8 @@ class Pipeline:
         timing["capture_to_decision"] = (time.monotonic() - frame.captured_at) * 1e3
         for stage, ms in timing.items():
             self.stats.add(stage, ms)
-        events = self.emit(decisions, timing)
+        # a files source names the image each decision's last frame came from
+        events = self.emit(decisions, timing, source=frame.origin if self.cfg.source.kind == "files" else None)
         for observer in self.frame_observers:
             try:
                 observer(frame, faces, events)
@@ -158,14 +160,14 @@ class Pipeline:
         self.stats.failures += 1
         return self.emit(self.decisions.failure(reason), {})
 
-    def emit(self, decisions: list[Decision], timing: dict) -> list[dict]:
+    def emit(self, decisions: list[Decision], timing: dict, source: str | None = None) -> list[dict]:
         events = []
         for d in decisions:
             event = DecisionEvent(
                 decision=d.decision, device_id=self.device_id, seq=self.next_seq(), score=d.score,
                 scores=d.scores, threshold=d.threshold, models=self.scorer.versions(),
                 box=list(d.box) if d.box else None, track_id=d.track_id, frames=d.frames, reason=d.reason,
-                timing_ms=timing, frame_seq=d.frame_seq,
+                timing_ms=timing, frame_seq=d.frame_seq, source=source,
             ).to_dict()
             with self._lock:
                 self._latest = (time.monotonic(), event)
@@ -177,6 +179,11 @@ class Pipeline:
             events.append(event)
         self.stats.events += len(events)
         return events
+
+    def unfinished(self) -> list[tuple[int, int]]:
+        """(track id, frames so far) of each face whose decision window was still filling:
+        frames that produced no decision (e.g. a few stills, or a run stopped mid-window)."""
+        return [(t.id, t.since_decision) for t in self.decisions.tracks if t.since_decision > 0]
 
     def latest(self, max_age_s: float) -> dict:
         """The latest decision if it is fresh, else a fail-closed ``uncertain`` (for verify)."""
@@ -209,13 +216,14 @@ class Pipeline:
         next_health = time.monotonic() + interval
         attempts = 0
         consecutive_failures = 0
+        repeated = _RepeatedErrors()
         while not stop.is_set() and (not max_frames or attempts < max_frames):
             attempts += 1
             try:
                 frame = source.read()
             except SourceError as exc:
                 consecutive_failures += 1
-                log.error("frame source %s: %s", getattr(source, "name", "?"), exc)
+                repeated.log(f"frame source {getattr(source, 'name', '?')}: {exc}")
                 self.fail(str(exc))
                 # back off on a dead camera instead of spinning, but keep the loop (and watchdog) alive
                 stop.wait(min(5.0, 0.05 * 2 ** min(consecutive_failures, 7)) if consecutive_failures > 1 else 0)
@@ -239,3 +247,23 @@ class Pipeline:
     def _hooks(self) -> None:
         for hook in self.frame_hooks:
             hook()
+
+
+class _RepeatedErrors:
+    """Logs an error, and the same error again only once a minute with how often it came:
+    a camera that stays broken fills the journal with one line a minute, not one per retry."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self.last = ""
+        self.logged_at = 0.0
+        self.suppressed = 0
+
+    def log(self, message: str) -> None:
+        now = time.monotonic()
+        if message == self.last and now - self.logged_at < self.every_s:
+            self.suppressed += 1
+            return
+        again = f" (and {self.suppressed} more time(s) since the last report)" if message == self.last and self.suppressed else ""
+        log.error("%s%s", message, again)
+        self.last, self.logged_at, self.suppressed = message, now, 0

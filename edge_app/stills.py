@@ -27,6 +27,10 @@ class StillResult:
     decision: str  # live / attack / uncertain / no_face / error
     message: str = ""
     scores: dict | None = None
+    box: tuple[int, int, int, int] | None = None  # the scored face, x, y, w, h
+    missing: bool = False  # the path does not exist or is a folder without images
+    image: object = None  # the decoded RGB array, kept only when asked for (annotation)
+    faces: tuple = ()  # every face found, best first
 
 
 def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str]]:
@@ -48,28 +52,30 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str]]:
             yield p, f"{p}: no such file or directory"
 
 
-def score_still(pipeline: Pipeline, path: Path) -> StillResult:
+def score_still(pipeline: Pipeline, path: Path, keep_image: bool = False) -> StillResult:
     try:
         rgb = load_rgb(path)
     except ImageLoadError as exc:
         return StillResult(str(path), False, None, "error", str(exc))
+    kept = rgb if keep_image else None
     frame = Frame(rgb=rgb, seq=0, origin=str(path))
     faces = pipeline.detect(frame)
     if not faces:
-        return StillResult(str(path), False, None, "no_face", "no face found")
+        return StillResult(str(path), False, None, "no_face", "no face found", image=kept)
     # a still is a single frame: a fresh one-frame window for the largest face
     maker = DecisionMaker(replace(pipeline.cfg.decision, window=1, min_frames=1), pipeline.scorer.threshold)
     obs = pipeline.observe(frame, faces[0], "", {})
     decision: Decision = maker.frame([obs])[0]
-    return StillResult(str(path), True, decision.score, decision.decision, decision.reason, decision.scores)
+    return StillResult(str(path), True, decision.score, decision.decision, decision.reason, decision.scores,
+                       box=faces[0].box(), image=kept, faces=tuple(faces))
 
 
 def score_stills(cfg: Config, detector: FaceDetector, scorer: LivenessScorer,
-                 paths: Iterable[str | Path]) -> Iterator[StillResult]:
+                 paths: Iterable[str | Path], keep_images: bool = False) -> Iterator[StillResult]:
     pipeline = Pipeline(cfg, detector, scorer, device_id=cfg.resolved_device_id())
     for path, problem in expand_paths(paths):
         if problem:
             log.warning("%s", problem)
-            yield StillResult(str(path), False, None, "error", problem)
+            yield StillResult(str(path), False, None, "error", problem, missing=True)
             continue
-        yield score_still(pipeline, path)
+        yield score_still(pipeline, path, keep_images)

@@ -6,13 +6,19 @@ cd "$(dirname "$0")/.."
 extras="${1:-test}"
 
 # mosquitto: the demo's local broker and the test suite's real broker;
-# libturbojpeg0: ELA's fast JPEG round trip (edge_app/ela_codecs/turbojpeg.py)
-have_turbojpeg() { ldconfig -p 2>/dev/null | grep -q "libturbojpeg.so"; }
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! have_turbojpeg; then
-  echo "setup: installing mosquitto and libturbojpeg0 (Debian packages)"
+# libturbojpeg0: ELA's fast JPEG round trip (edge_app/ela_codecs/turbojpeg.py);
+# python3-numpy, python3-scipy, python3-venv: the Raspberry Pi OS stand-in of
+# tests/test_pi_install.py (a venv of Debian's /usr/bin/python3 that keeps apt's numpy 1.24,
+# with scipy as an apt module compiled against it, like picamera2's simplejpeg)
+APT_PACKAGES=(mosquitto mosquitto-clients openssl libturbojpeg0 python3-numpy python3-scipy python3-venv)
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do installed "$pkg" || missing+=("$pkg"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl libturbojpeg0 >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -135,6 +135,26 @@ else
                ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 2>/dev/null \
              | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)"
 fi
+# Keep the OS's numpy. picamera2's compiled helpers from apt (simplejpeg) are built against
+# it; a newer numpy that pip put into the venv would shadow it and break the camera import
+# ("numpy.dtype size changed"). So pip installs under a constraint pinning the numpy the
+# system interpreter has, and every dependency must accept it (see pyproject.toml).
+CONSTRAINTS="$PREFIX/pip-constraints.txt"
+sys_numpy="$("$PYTHON" -I -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)"
+if [ -n "$sys_numpy" ]; then
+  mkdir -p "$PREFIX"
+  want="# written by systemd/install.sh: keep the system's numpy (picamera2's apt modules need it)
+numpy==$sys_numpy"
+  if [ "$(cat "$CONSTRAINTS" 2>/dev/null)" != "$want" ]; then
+    printf '%s\n' "$want" > "$CONSTRAINTS"
+    changed "pip constraint numpy==$sys_numpy (the system's numpy) in $CONSTRAINTS"
+  fi
+  src_sha="$(printf '%s %s' "$src_sha" "$sys_numpy" | sha256sum | cut -c1-64)"
+  CONSTRAINT_ARGS=(--constraint "$CONSTRAINTS")
+else
+  say "no numpy in $PYTHON's system packages: pip chooses numpy (python3-numpy keeps the OS's)"
+  CONSTRAINT_ARGS=()
+fi
 if [ "$NO_PIP" = 1 ]; then
   say "skipping pip (--no-pip)"
 elif [ "$(cat "$PREFIX/.source-sha256" 2>/dev/null)" != "$src_sha" ] || [ ! -x "$VENV/bin/edge-app" ]; then
@@ -149,17 +169,33 @@ elif [ "$(cat "$PREFIX/.source-sha256" 2>/dev/null)" != "$src_sha" ] || [ ! -x "
     target="$build"
   fi
   # shellcheck disable=SC2086  # PIP_ARGS is a list of options
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS "$target"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${CONSTRAINT_ARGS[@]}" $PIP_ARGS "$target"
+  # an earlier install (before the constraint) may have left its own numpy in the venv,
+  # shadowing the system's: remove that copy so the system's is imported again
+  if [ -n "$sys_numpy" ]; then
+    venv_numpy="$("$VENV/bin/python" -c 'import numpy; print(numpy.__version__, numpy.__file__)' 2>/dev/null || true)"
+    case "$venv_numpy" in
+      *" $VENV/"*)
+        "$VENV/bin/python" -m pip uninstall --quiet --disable-pip-version-check -y numpy
+        changed "removed the venv's own numpy ${venv_numpy%% *}: the system's $sys_numpy is used" ;;
+    esac
+  fi
   echo "$src_sha" > "$PREFIX/.source-sha256"
   changed "installed edge_app into $VENV"
 fi
+numpy_now="$("$VENV/bin/python" -c 'import numpy; print(numpy.__version__, "from", numpy.__file__)' 2>/dev/null || echo "not importable")"
+say "numpy in the venv: $numpy_now"
 
 # 4. models
-if [ ! -f "$MODELS_SRC/face_detection_short_range.tflite" ] && [ ! -f "$PREFIX/models/face_detection_short_range.tflite" ]; then
+need_detector=0
+for det in face_detection_short_range face_detection_full_range; do
+  [ -f "$MODELS_SRC/$det.tflite" ] || [ -f "$PREFIX/models/$det.tflite" ] || need_detector=1
+done
+if [ "$need_detector" = 1 ]; then
   [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import convert.fetch_detector" 2>/dev/null \
     || { echo "install.sh: no face detector in $MODELS_SRC and none installed: run" \
               "python -m convert.fetch_detector there, or pass --models DIR" >&2; exit 1; }
-  say "fetching the face detector (pinned mediapipe wheel, checked by sha256)"
+  say "fetching the face detectors (pinned mediapipe wheel, checked by sha256)"
   "$VENV/bin/python" -m convert.fetch_detector --models-dir "$PREFIX/models"
   changed "fetched the face detector into $PREFIX/models"
 fi

@@ -21,7 +21,7 @@ milliseconds and the ratios the design brief asks for:
 
 Before timing it checks that ours and naive give identical maps.
 
-    edge-app bench ela [--image PATH]  (or python bench/ela.py ...)
+    edge-app bench ela [--image PATH] [--repeat N] [--quality Q] [--json FILE] [--only frames|crop] [--report FILE]
     python bench/ela.py [--image PATH] [--repeat N] [--quality Q] [--json FILE] [--only crop]
 """
 

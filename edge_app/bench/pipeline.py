@@ -29,6 +29,7 @@ from edge_app.bench.ela import floor, naive_display
 from edge_app.config import Config
 from edge_app.crop import crop_face
 from edge_app.decision import DecisionMaker, Observation
+from edge_app.detector import load_detector
 from edge_app.ela import error_level, error_level_display, error_level_normalized
 from edge_app.events import DecisionEvent
 from edge_app.features import model_input
@@ -276,6 +277,31 @@ def _crop_float(plane: np.ndarray, face, scale: float, size: int) -> np.ndarray:
 
 
 # -- the whole suite ----------------------------------------------------------------
+def detector_costs(models_dir: Path, min_score: float, repeat: int) -> dict:
+    """Detection time per frame of each detector choice, with a face in view and without
+    (where the close-up retry runs the short-range model a second time)."""
+    dets = {choice: load_detector(models_dir, 1, min_score, choice) for choice in ("short", "full", "both")}
+    dets["short + close-up retry"] = load_detector(models_dir, 1, min_score, "short", closeup_retry=True)
+    dets["both + close-up retry"] = load_detector(models_dir, 1, min_score, "both", closeup_retry=True)
+    cases = {}
+    for w, h in ((640, 480), (1280, 720)):
+        for what, rgb in (("near face", scene(w, h, True)), ("far face (8% of the width)", far_scene(w, h, 0.08)),
+                          ("no face", scene(w, h, False))):
+            for name, det in dets.items():
+                cases[f"{name}, {w}x{h}, {what}"] = (lambda det=det, rgb=rgb: det.detect(rgb))
+    return interleaved(cases, max(20, repeat // 2))
+
+
+def far_scene(width: int, height: int, fraction: float) -> np.ndarray:
+    """The sample's person standing far off: the 640x480 sample scaled so its face is
+    ``fraction`` of the frame width (the sample's face is 91 px wide), on the empty wall."""
+    wall = Image.fromarray(sample_image("empty")).resize((width, height), Image.BILINEAR)
+    s = fraction * width / 91.0
+    person = Image.fromarray(sample_image("live")).resize((round(640 * s), round(480 * s)), Image.LANCZOS)
+    wall.paste(person, ((width - person.width) // 2, (height - person.height) // 3))
+    return np.asarray(wall).copy()
+
+
 def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dict:
     from edge_app.local_broker import find_or_start
     from edge_app.mqtt import MqttPublisher
@@ -331,8 +357,20 @@ def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dic
         variants, facts = model_variants(models_dir, [m.name for m in scorer.models], crops)
         peer, peer_facts = peer_variant()
         variants.update(peer)
-        variants["detector float 1t"] = lambda: detector.model.run(np.zeros((1, 128, 128, 3), np.float32))
+        short = load_detector(models_dir, 1, cfg.detector.min_score, "short")
+        variants["detector float 1t"] = lambda: short.model.run(np.zeros((1, 128, 128, 3), np.float32))
         results["models"] = interleaved(variants, repeat * 2)
+
+        progress("face detectors: short, full, both, close-up retry at 640x480 and 1280x720 ...")
+        results["detectors"] = detector_costs(models_dir, cfg.detector.min_score, repeat)
+        progress("frame loop at 640x480 with each detector choice (unpaced) ...")
+        results["detector_frame_loop_640x480"] = {}
+        for choice in ("short", "full", "both"):
+            cfg.detector.model = choice
+            det, _ = load_models(cfg)
+            results["detector_frame_loop_640x480"][choice] = run_pipeline(
+                cfg, det, scorer, publisher, scene(640, 480, True), max(100, frames // 2), 0.0).figures()
+        cfg.detector.model = Config().detector.model
         results["model_facts"] = facts
         results["peer"] = peer_facts
 

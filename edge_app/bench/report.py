@@ -56,6 +56,17 @@ def markdown(r: dict, pi_estimate: dict | None = None) -> str:
     if peer.get("available"):
         out.append(f"| peer MiniFASNetV2 float | {peer['file']} | {peer['bytes']} | {peer['xnnpack_partitions']} | "
                    f"{'yes' if peer['xnnpack_whole_graph'] else 'no'} |")
+    if "detectors" in r:
+        out += ["", "## Face detectors (`detector.model`; detection time per frame)", "",
+                "short: BlazeFace short-range 128x128; full: full-range 192x192; both: short-range, then full-range "
+                "on frames where it finds no face (a far face or none costs both runs); "
+                "close-up retry: a face-less frame looked at again by the short-range model, shrunk "
+                "(recall by face size: models/reports/detector.md).", ""] + _timing_table(r["detectors"])
+        loop = r.get("detector_frame_loop_640x480", {})
+        if loop:
+            out += ["", "| detector.model | frame loop fps, 640x480, one face, unpaced | p50 ms | p95 ms |",
+                    "|---|---:|---:|---:|"]
+            out += [f"| {k} | {f['fps']} | {f['p50_ms']} | {f['p95_ms']} |" for k, f in loop.items()]
     codec = f"; codec backend: {r['ela_codec']}" if r.get("ela_codec") else ""
     if r.get("ela_threads", 1) > 1:
         codec += f", frames coded in strips on up to {r['ela_threads']} threads"

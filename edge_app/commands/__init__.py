@@ -11,6 +11,28 @@ from pathlib import Path
 from edge_app.config import Config, ConfigError, load_config
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a negative count is refused with the subcommand's usage)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative (0 means no limit)")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0 (0 means unpaced)")
+    return value
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", type=Path, help="TOML config file (default: built-in defaults)")
     parser.add_argument("--models-dir", type=Path, help="folder with the .tflite models and their JSON metadata")

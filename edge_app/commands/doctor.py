@@ -70,12 +70,13 @@ def register(sub) -> None:
 def check_camera(cfg: Config) -> list[Result]:
     nodes = sorted(str(p) for p in Path("/dev").glob("video*"))
     uses_camera = cfg.source.kind == "picamera2"
+    from edge_app.sources.picamera2_import import CameraImportError, import_picamera2
+
     try:
-        from picamera2 import Picamera2
-    except ImportError:
+        Picamera2 = import_picamera2()
+    except CameraImportError as exc:  # the same line the service logs
         where = f"V4L2 nodes: {', '.join(nodes)}" if nodes else "no /dev/video* nodes"
-        msg = (f"picamera2 is not importable (not a Raspberry Pi, python3-picamera2 not installed, "
-               f"or a venv without --system-site-packages); {where}")
+        msg = f"{exc}; {where}"
         if uses_camera:
             return [Result("camera", "FAIL", msg)]
         return [Result("camera", "WARN", f"source.kind = {cfg.source.kind!r}, not a camera; {msg}")]
@@ -103,7 +104,14 @@ def check_models(cfg: Config) -> list[Result]:
     models_dir = cfg.resolved_models_dir()
     results = []
     ok = True
-    for name in ["face_detection_short_range", *cfg.liveness.models]:
+    from edge_app.detector import DETECTOR_MODELS
+
+    from edge_app.detector import SHORT_RANGE
+
+    detectors = list(DETECTOR_MODELS[cfg.detector.model])
+    if cfg.detector.closeup_retry and SHORT_RANGE not in detectors:
+        detectors.append(SHORT_RANGE)  # the close-up retry's model
+    for name in [*detectors, *cfg.liveness.models]:
         try:
             model = load_model(models_dir / f"{name}.json")
         except ModelError as exc:

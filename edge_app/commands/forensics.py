@@ -53,16 +53,28 @@ def run(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(f"edge-app forensics: {exc}", file=sys.stderr)
         return 2
-    if args.heatmap:
-        args.heatmap.mkdir(parents=True, exist_ok=True)
-    out = open(args.csv, "w", newline="") if args.csv else None
+    # an unwritable output is one line naming the option and the path, not a traceback
+    out = None
+    for option, target in (("--heatmap", args.heatmap), ("--csv", args.csv)):
+        if not target:
+            continue
+        try:
+            if option == "--heatmap":
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                out = open(target, "w", newline="")
+        except OSError as exc:
+            print(f"edge-app forensics: {option} {target}: cannot write ({exc.strerror or exc})", file=sys.stderr)
+            return 2
     writer = csv.writer(out) if out else None
     if writer:
         writer.writerow(["path", "score", "verdict"])
     counts: dict[str, int] = {}
     used: set[str] = set()
+    missing = 0
     try:
         for path, problem in expand_paths(args.paths):
+            missing += bool(problem)
             if problem:
                 result, img, analysis = {"verdict": "error", "error": problem, "score": None}, None, None
             else:
@@ -110,4 +122,7 @@ def run(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     print(f"# {sum(counts.values())} image(s): {summary or 'none'}; threshold {analyzer.threshold:.4f} "
           f"({analyzer.name} v{analyzer.version})", file=sys.stderr)
+    if missing:
+        print(f"edge-app forensics: {missing} path(s) missing or without images (see above)", file=sys.stderr)
+        return 1
     return 0

@@ -7,8 +7,11 @@ import json
 import logging
 import signal
 import threading
+from pathlib import Path
 
-from edge_app.commands import add_common, config_from_args
+from edge_app.annotate import AnnotateError, Annotator
+from edge_app.commands import add_common, config_from_args, non_negative_float, non_negative_int
+from edge_app.decision_log import DecisionLog, StatusTicker, status_line
 from edge_app.config import ConfigError
 from edge_app.indicator import IndicatorError, open_indicator
 from edge_app.pipeline import Pipeline, load_models
@@ -31,12 +34,19 @@ def register(sub) -> None:
     p.add_argument("--source", choices=("sample", "files", "synthetic", "picamera2"), help="override source.kind")
     p.add_argument("--path", help="files source: a directory, image or glob (implies --source files)")
     p.add_argument("--once", action="store_true", help="play a files/sample source once instead of looping")
-    p.add_argument("--fps", type=float, help="pace the source to this many frames per second")
-    p.add_argument("--max-frames", type=int, default=0, metavar="N", help="stop after N frames (0: run until stopped)")
-    p.add_argument("--print-events", action="store_true", help="print each decision event as a JSON line on stdout")
+    p.add_argument("--fps", type=non_negative_float, help="pace the source to this many frames per second (0: unpaced)")
+    p.add_argument("--max-frames", type=non_negative_int, default=0, metavar="N", help="stop after N frames (0: run until stopped)")
+    p.add_argument("--print-events", action="store_true",
+                   help="print each decision event as a JSON line on stdout (a readable line per decision is always logged)")
+    p.add_argument("--annotate", type=Path, metavar="DIR",
+                   help="write frames to DIR with face boxes, scores and decisions drawn on them: every image of a "
+                   "files source; from a camera each frame with a decision and one a second (for aiming the "
+                   "camera; these are full frames on disk)")
     p.add_argument("--no-mqtt", action="store_true", help="do not publish (events are only printed/logged)")
     p.add_argument("--local-broker", action="store_true",
-                   help="use a broker on this machine, starting a private mosquitto if none answers (demo)")
+                   help="use a broker on this machine, starting a private mosquitto if none answers (demo); "
+                   "events are spooled in their own state directory (<state_dir>/local-broker), so none of them "
+                   "ever reaches the real broker of a later run")
     p.add_argument("--mqtt-host", help="broker host (overrides mqtt.host)")
     p.add_argument("--mqtt-port", type=int, help="broker port (overrides mqtt.port)")
     p.add_argument("--base-topic", help="MQTT base topic (overrides mqtt.base_topic; default edge_app/<device_id>)")
@@ -76,6 +86,19 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     apply_overrides(cfg, args)
     device_id = cfg.resolved_device_id()
+    if args.local_broker and cfg.mqtt.enabled:
+        # a demo's events are spooled apart from the device's own: whatever a demo or a test run
+        # leaves unsent must never be delivered to the real broker by a later run
+        cfg.state_dir = str(cfg.resolved_state_dir() / "local-broker")
+        cfg.mqtt.spool_path = ""
+        log.info("--local-broker: state and event spool in %s, apart from the device's own", cfg.state_dir)
+    annotator = None
+    if args.annotate:
+        try:
+            annotator = Annotator(args.annotate)
+        except AnnotateError as exc:
+            log.error("%s", exc)
+            return 2
     try:
         detector, scorer = load_models(cfg)
     except ModelError as exc:
@@ -84,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("device %s: models %s, fused threshold %.4f (%s)", device_id,
              ", ".join(f"{k} {v}" for k, v in scorer.versions().items()), scorer.threshold, scorer.fusion.source)
 
-    sinks = []
+    decision_log = DecisionLog()  # one readable line per decision, and the tally at the end
+    sinks = [decision_log]
     if args.print_events:
         sinks.append(lambda event: print(json.dumps(event), flush=True))
     broker = publisher = None
@@ -93,9 +117,21 @@ def run(args: argparse.Namespace) -> int:
         if args.local_broker:
             from edge_app.local_broker import find_or_start
 
+            wanted = cfg.mqtt.port
             broker = find_or_start(cfg.mqtt.host, cfg.mqtt.port)
             if broker:
                 cfg.mqtt.host, cfg.mqtt.port = broker.host, broker.port
+                from edge_app.mqtt import resolve_base_topic
+
+                base = resolve_base_topic(cfg.mqtt, device_id)
+                if broker.process:
+                    log.info("events go to a private mosquitto on %s:%d that stops with this run; to watch them, "
+                             "start a broker first (`mosquitto -p %d -d`), then in another terminal "
+                             "`mosquitto_sub -p %d -t '%s/#' -v`, and run this again: it uses that broker",
+                             broker.host, broker.port, wanted, wanted, base)
+                else:
+                    log.info("watch the events from another terminal: mosquitto_sub -h %s -p %d -t '%s/#' -v",
+                             broker.host, broker.port, base)
         from edge_app.mqtt import MqttPublisher
         from edge_app.spool import SpoolError
 
@@ -145,6 +181,12 @@ def run(args: argparse.Namespace) -> int:
         shutdown()
         return 4
     pipeline.frame_observers.append(snapshots)
+    if annotator:
+        # stills: every one; a camera: decisions plus a frame a second (aiming needs no more)
+        every_s = 0.0 if cfg.source.kind == "files" else 1.0
+        pipeline.frame_observers.append(annotator.frame_observer(scorer.threshold, every_s))
+    pipeline.frame_hooks.append(StatusTicker(cfg.log.status_interval_s,
+                                             lambda: status_line(pipeline.stats, decision_log.counts, publisher)))
     pipeline.frame_hooks.append(Watchdog(notifier, status=lambda: _status(pipeline, publisher)))
     try:
         if cfg.source.kind == "picamera2":
@@ -174,4 +216,11 @@ def run(args: argparse.Namespace) -> int:
     s = stats.summary()
     log.info("done: %d frames (%d failed, %d dropped while busy), %d faces, %d events, %.1f frames/s",
              s["frames"], s["failures"], s["dropped"], s["faces"], s["events"], s["fps_since_start"])
+    for track_id, frames in pipeline.unfinished():
+        log.warning("face track %d: its decision window was unfinished when the run ended (%d of %d frames): "
+                    "no decision for it (decision.window sets the frames a decision needs; for single images "
+                    "use `edge-app liveness`)", track_id, frames, cfg.decision.window)
+    log.info("decisions: %s", decision_log.tally())
+    if annotator:
+        log.info("annotated frames in %s", annotator.folder)
     return 0

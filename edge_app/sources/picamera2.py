@@ -11,19 +11,15 @@ import time
 
 from edge_app.config import SourceConfig
 from edge_app.sources import Frame, SourceError
+from edge_app.sources.picamera2_import import import_picamera2
 
 log = logging.getLogger(__name__)
 
 
 class PiCameraSource:
     def __init__(self, cfg: SourceConfig) -> None:
-        try:
-            from picamera2 import Picamera2  # imported here: only a Pi has it
-        except ImportError as exc:
-            raise SourceError(
-                "picamera2 is not importable: on Raspberry Pi OS install python3-picamera2 "
-                "and create the venv with --system-site-packages"
-            ) from exc
+        # imported here: only a Pi has it; any failure is one line with its cause and fix
+        Picamera2 = import_picamera2()
         self.name = f"picamera2:{cfg.camera_index}"
         try:
             self.cam = Picamera2(cfg.camera_index)
@@ -37,7 +33,9 @@ class PiCameraSource:
                 self.cam.set_controls({"FrameRate": cfg.fps})
             self.cam.start()
         except Exception as exc:  # libcamera raises many kinds; all mean "no camera"
-            raise SourceError(f"{self.name}: camera could not be started ({exc})") from exc
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"{self.name}: camera could not be started ({cause}); check `rpicam-hello --list-cameras`, "
+                              "the ribbon cable, and that no other program holds the camera") from exc
         self.seq = 0
 
     def read(self) -> Frame | None:
