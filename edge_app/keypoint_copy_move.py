@@ -48,6 +48,7 @@ class KeypointParams:
     ransac_px: float = 3.0  # reprojection error for a RANSAC inlier, pixels
     min_inliers: int = 3  # fewer consistent pairs count as no evidence
     max_pixels: int = 1_000_000  # larger images are area-averaged down to this first
+    candidates: int = 2  # transforms found one after another (sequential RANSAC)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class KeypointCopyMove:
     src: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))  # inlier points (x, y)
     dst: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     radius: float = 8.0  # half the median keypoint size of the inliers, input pixels
+    # every transform found, strongest first (the first is ``transform``): each is handed on
+    # to dense verification (edge_app.copy_move_verify)
+    candidates: tuple = ()
 
     @property
     def scale(self) -> float | None:
@@ -153,15 +157,28 @@ def find_keypoint_copy_move(rgb: np.ndarray, params: KeypointParams = KeypointPa
     if len(pairs) < params.min_inliers:
         return NONE
     src, dst = pts[pairs[:, 0]], pts[pairs[:, 1]]
-    transform, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                                 ransacReprojThreshold=params.ransac_px / f,
-                                                 maxIters=2000, confidence=0.99)
-    if transform is None:
+    found = []  # (inlier mask over pairs, transform in input pixels), strongest first
+    left = np.ones(len(pairs), bool)
+    for _ in range(params.candidates):
+        # sequential RANSAC: the next transform from the pairs the earlier ones left over
+        if left.sum() < params.min_inliers:
+            break
+        idx = np.nonzero(left)[0]
+        transform, inl = cv2.estimateAffinePartial2D(src[idx], dst[idx], method=cv2.RANSAC,
+                                                     ransacReprojThreshold=params.ransac_px / f,
+                                                     maxIters=2000, confidence=0.99)
+        if transform is None:
+            break
+        keep = np.zeros(len(pairs), bool)
+        keep[idx[inl.ravel().astype(bool)]] = True
+        if int(keep.sum()) < params.min_inliers:
+            break
+        transform = transform.copy()
+        transform[:, 2] *= f  # shift back to input pixels; rotation and scale are unchanged
+        found.append((keep, transform))
+        left &= ~keep
+    if not found:
         return NONE
-    keep = inl.ravel().astype(bool)
-    if int(keep.sum()) < params.min_inliers:
-        return NONE
-    transform = transform.copy()
-    transform[:, 2] *= f  # shift back to input pixels; rotation and scale are unchanged
+    keep, transform = found[0]
     return KeypointCopyMove(int(keep.sum()), transform, src[keep] * np.float32(f), dst[keep] * np.float32(f),
-                            float(np.median(sizes[pairs[keep, 0]])) * f / 2)
+                            float(np.median(sizes[pairs[keep, 0]])) * f / 2, tuple(t for _, t in found))

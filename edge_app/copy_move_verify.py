@@ -1,0 +1,200 @@
+"""Dense verification of a copy-move candidate: warp the image by the found transform,
+compare it with itself, and keep only what matches as a copy would.
+
+    candidate transform T (a shift from block matching, a similarity from keypoints)
+      -> D(x) = local mean |g(x) - g(T x)|,  S(x) = local standard deviation of g
+      -> a pixel matches where S >= min_texture and D <= abs_tol + rel_tol * S,
+         T x is inside the image and at least min_distance away from x
+      -> opening, connected components of at least min_area (fraction of the image)
+      -> periodic test per component: where the copy also matches its own image under T
+         (g(T x) ~ g(T^2 x)) or the source matches under T^-1, the structure repeats
+         (tiles, windows, shelves, lines of text): not a copy, dropped
+      -> verified region: the kept source components and their images under T
+
+Why: the two matchers (``edge_app.copy_move``, ``edge_app.keypoint_copy_move``) vote for a
+transform from sparse evidence, and on authentic photos that evidence is often noise:
+sub-block means of a flat white wall agree at many shifts, a row of identical products or a
+tiled floor gives many consistent keypoint pairs. A real copy agrees with its source over a
+whole *textured* region, to within the recompression noise, and only once. Counting the
+matching textured area, and not the votes, makes the evidence an area that does not grow with
+the image's size; flat pixels never count; and the periodic test removes repeated structure,
+which matches at T, 2T, 3T alike, while a copy matches at T only.
+
+Everything runs on the analysis image the matchers saw (a fixed pixel budget), so the cost
+is bounded whatever the input size; OpenCV does the warping, filtering and labelling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VerifyParams:
+    window: int = 7  # side of the window for the local mean difference and local std, pixels
+    min_texture: float = 4.0  # local std (grey levels) below which a pixel is flat and never counts
+    abs_tol: float = 1.5  # grey levels of local mean |difference| always allowed (recompression noise)
+    rel_tol: float = 0.2  # plus this fraction of the local std (resampling of scaled/rotated copies)
+    min_distance: int = 16  # pixels between a point and its copy, analysis image
+    min_area: float = 0.0015  # smallest component kept, fraction of the analysis image
+    min_pixels: int = 200  # and at least this many pixels (small images)
+    max_periodic: float = 0.3  # a component matching under T^2 or T^-1 over more than this is periodic
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What dense verification confirmed of one candidate, in analysis-image pixels."""
+
+    area: float  # verified source area, fraction of the image (0 when nothing is confirmed)
+    transform: np.ndarray | None  # (2, 3) float64 source -> copy, analysis pixels (x, y)
+    source: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # bool (h, w)
+    copy: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # bool (h, w)
+    periodic_area: float = 0.0  # area dropped as periodic structure, fraction of the image
+    components: int = 0  # components kept
+
+    @property
+    def found(self) -> bool:
+        return self.area > 0
+
+    def region(self) -> np.ndarray:
+        """bool (h, w): source and copy together."""
+        if self.source.size == 0:
+            return self.source
+        return self.source | self.copy
+
+
+def empty(shape: tuple[int, int]) -> Verified:
+    z = np.zeros(shape, bool)
+    return Verified(0.0, None, z, z)
+
+
+def _local_std(g: np.ndarray, k: int) -> np.ndarray:
+    import cv2
+
+    m = cv2.blur(g, (k, k))
+    m2 = cv2.blur(g * g, (k, k))
+    return np.sqrt(np.maximum(m2 - m * m, 0.0))
+
+
+def _warp(g: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(g(M x), inside) for every analysis pixel x: the image read through M, and where M x
+    falls inside the image."""
+    import cv2
+
+    h, w = g.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    out = cv2.warpAffine(g, m, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+    ones = cv2.warpAffine(np.ones_like(g), m, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return out, ones > 0.5
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 affine map x -> a(b(x))."""
+    A = np.vstack([a, [0, 0, 1]])
+    B = np.vstack([b, [0, 0, 1]])
+    return (A @ B)[:2]
+
+
+def _invert(m: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.invertAffineTransform(m)
+
+
+def _match(g: np.ndarray, other: np.ndarray, inside: np.ndarray, std: np.ndarray, p: VerifyParams) -> np.ndarray:
+    import cv2
+
+    diff = cv2.blur(np.abs(g - other), (p.window, p.window))
+    return inside & (std >= p.min_texture) & (diff <= p.abs_tol + p.rel_tol * std)
+
+
+def _moves_apart(a: np.ndarray, b: np.ndarray, h: int, w: int, px: float = 3.0) -> bool:
+    """Whether two transforms move the image's corners and centre differently (by > px)."""
+    pts = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1], [w / 2, h / 2, 1]], np.float64).T
+    return bool(np.abs(a @ pts - b @ pts).max() > px)
+
+
+def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyParams(),
+           std: np.ndarray | None = None, others: list[np.ndarray] = ()) -> Verified:
+    """Confirm a candidate copy ``transform`` (2x3, source -> copy, pixels of ``g``) on the
+    float32 luma ``g``; ``std`` is its local std if the caller has it already. ``others`` are
+    the matchers' other candidates: a source that also matches under another transform
+    repeats (a lattice of shifts), and counts as periodic like one matching under T^2."""
+    import cv2
+
+    g = np.ascontiguousarray(g, np.float32)
+    h, w = g.shape
+    m = np.asarray(transform, np.float64)
+    if std is None:
+        std = _local_std(g, params.window)
+    warped, inside = _warp(g, m)
+    # the displacement of each pixel: a copy is somewhere else, not a smooth self-overlap
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    tx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+    ty = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    far = (tx - xs) ** 2 + (ty - ys) ** 2 >= params.min_distance ** 2
+    hit = (_match(g, warped, inside, std, params) & far).astype(np.uint8)
+    hit = cv2.morphologyEx(hit, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(hit, connectivity=8)
+    min_px = max(params.min_pixels, params.min_area * h * w)
+    big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_px]
+    if not big:
+        return empty((h, w))
+    # periodic structure: the copy matches its own image under T, or the source its preimage
+    warped2, inside2 = _warp(g, _compose(m, m))
+    again = _match(warped, warped2, inside & inside2, std, params)
+    back, inside_b = _warp(g, _invert(m))
+    again |= _match(g, back, inside_b, std, params)
+    if m[0, 0] == 1 and m[1, 1] == 1 and m[0, 1] == 0 and m[1, 0] == 0 and not (m[:, 2] % 2).any():
+        half = m.copy()
+        half[:, 2] /= 2  # a lattice: half the shift matches too
+        other, inside_o = _warp(g, half)
+        again |= _match(g, other, inside_o, std, params)
+    for o in others:
+        if _moves_apart(np.asarray(o, np.float64), m, h, w):
+            other, inside_o = _warp(g, np.asarray(o, np.float64))
+            again |= _match(g, other, inside_o, std, params)
+    source = np.zeros((h, w), bool)
+    periodic_px, kept = 0, 0
+    for i in big:
+        comp = labels == i
+        area = int(stats[i, cv2.CC_STAT_AREA])
+        if float(again[comp].mean()) > params.max_periodic:
+            periodic_px += area
+            continue
+        source |= comp
+        kept += 1
+    if not kept:
+        z = np.zeros((h, w), bool)
+        return Verified(0.0, None, z, z, periodic_px / (h * w), 0)
+    area = float(source.sum()) / (h * w)
+    # the drawn region: the confirmed pixels closed over the flat gaps inside the copy
+    filled = cv2.morphologyEx(source.astype(np.uint8), cv2.MORPH_CLOSE,
+                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
+    copy = cv2.warpAffine(filled, m, (w, h), flags=cv2.INTER_NEAREST) > 0
+    return Verified(area, m, filled > 0, copy, periodic_px / (h * w), kept)
+
+
+def best_of(g: np.ndarray, transforms: list[np.ndarray], params: VerifyParams = VerifyParams()) -> Verified:
+    """The candidate with the largest verified area (``empty`` when none is confirmed)."""
+    std = _local_std(np.ascontiguousarray(g, np.float32), params.window)
+    best = empty(g.shape)
+    for t in transforms:
+        v = verify(g, t, params, std, [o for o in transforms if o is not t])
+        if v.area > best.area:
+            best = v
+    return best
+
+
+def upscale_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """bool (height, width): an analysis-image mask at the input's size (nearest)."""
+    import cv2
+
+    if mask.shape == (height, width):
+        return mask
+    if mask.size == 0:
+        return np.zeros((height, width), bool)
+    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
