@@ -125,7 +125,7 @@ def selfmade_records(analyzer, items, split: str, limit: int) -> list[dict]:
     return _cached(f"selfmade_{split}_{limit}", build)
 
 
-def casia_records(analyzer, items, split: str) -> list[dict]:
+def casia_records(analyzer, items, split: str, every: int = 2) -> list[dict]:
     """CASIA v1 images of ``split`` from their files, and each authentic one re-saved once
     with the tables of a random tampered image of the split (the quality-matched control)."""
     from convert import forensics_data as fd
@@ -134,7 +134,7 @@ def casia_records(analyzer, items, split: str) -> list[dict]:
         rng = np.random.default_rng(99)
         tampered = fd._histories(items, split, label=1)
         out = []
-        for it in (i for i in items if i.split == split):
+        for it in [i for i in items if i.split == split][::every]:
             out.append(_record(analyzer, it.path, {"name": it.name, "label": it.label, "kind": it.kind,
                                                    "source": "casia", "role": split}))
             if it.label == 0:
@@ -144,10 +144,10 @@ def casia_records(analyzer, items, split: str) -> list[dict]:
                                     "source": "casia_requality", "role": split}))
         return out
 
-    return _cached(f"casia_{split}", build)
+    return _cached(f"casia_{split}_every{every}", build)
 
 
-def transformed_copy_records(analyzer, items, n: int = 60) -> list[dict]:
+def transformed_copy_records(analyzer, items, n: int = 40) -> list[dict]:
     """Copy-moves whose copy is scaled and/or rotated, made from held-out photos (CASIA test
     authentic images and NUAA test-person frames), JPEG q90."""
     from convert import forensics_data as fd
@@ -287,8 +287,8 @@ def all_records(analyzer, limit_val: int, limit_test: int) -> dict[str, list[dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
-    parser.add_argument("--limit-val", type=int, default=60, help="CASIA validation authentic images for self-made pairs")
-    parser.add_argument("--limit-test", type=int, default=100, help="CASIA test authentic images for self-made pairs")
+    parser.add_argument("--limit-val", type=int, default=30, help="CASIA validation authentic images for self-made pairs")
+    parser.add_argument("--limit-test", type=int, default=60, help="CASIA test authentic images for self-made pairs")
     parser.add_argument("--evidence-only", action="store_true", help="build the evidence caches and stop")
     args = parser.parse_args(argv)
     analyzer = provisional_analyzer(args.models_dir)

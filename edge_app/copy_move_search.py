@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_app.copy_move import CopyMove, CopyMoveParams, find_copy_move
-from edge_app.copy_move_verify import Verified, VerifyParams, best_of, empty, upscale_mask
+from edge_app.copy_move_verify import Verified, VerifyParams, empty, upscale_mask, verify_all
 from edge_app.keypoint_copy_move import KeypointCopyMove, KeypointParams, find_keypoint_copy_move
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -28,20 +28,23 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 @dataclass(frozen=True)
 class SearchParams:
-    analysis_pixels: int = 300_000
+    analysis_pixels: int = 200_000
+    min_block_pairs: int = 2  # block-matching shifts with fewer pairs are noise, not verified
     block: CopyMoveParams = field(default_factory=CopyMoveParams)
     keypoint: KeypointParams = field(default_factory=KeypointParams)
     verify: VerifyParams = field(default_factory=VerifyParams)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchParams":
-        return cls(int(d.get("analysis_pixels", cls.analysis_pixels)), CopyMoveParams(**d.get("block", {})),
-                   KeypointParams(**d.get("keypoint", {})), VerifyParams(**d.get("verify", {})))
+        return cls(int(d.get("analysis_pixels", cls.analysis_pixels)), int(d.get("min_block_pairs", cls.min_block_pairs)),
+                   CopyMoveParams(**d.get("block", {})), KeypointParams(**d.get("keypoint", {})),
+                   VerifyParams(**d.get("verify", {})))
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
-        return {"analysis_pixels": self.analysis_pixels, "block": asdict(self.block),
+        return {"analysis_pixels": self.analysis_pixels, "min_block_pairs": self.min_block_pairs,
+                "block": asdict(self.block),
                 "keypoint": asdict(self.keypoint), "verify": asdict(self.verify)}
 
 
@@ -110,7 +113,7 @@ def find_copy_moves(rgb: np.ndarray, params: SearchParams = SearchParams()) -> C
     raw_b = find_copy_move(small, block_p)
     raw_k = find_keypoint_copy_move(small, kp_p)
     g = small.astype(np.float32) @ _LUMA
-    block = best_of(g, [_shift_matrix(*shift) for shift, _ in raw_b.candidates], params.verify) \
-        if raw_b.candidates else empty((h, w))
-    keypoint = best_of(g, list(raw_k.candidates), params.verify) if raw_k.candidates else empty((h, w))
+    shifts = [_shift_matrix(*shift) for shift, n in raw_b.candidates if n >= params.min_block_pairs]
+    found = verify_all(g, [("block", t) for t in shifts] + [("keypoint", t) for t in raw_k.candidates], params.verify)
+    block, keypoint = found.get("block", empty((h, w))), found.get("keypoint", empty((h, w)))
     return CopyMoveEvidence(block, keypoint, raw_b, raw_k, f, (w, h), params.verify.min_area)

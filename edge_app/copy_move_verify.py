@@ -41,6 +41,10 @@ class VerifyParams:
     min_area: float = 0.0015  # smallest component kept, fraction of the analysis image
     min_pixels: int = 200  # and at least this many pixels (small images)
     max_periodic: float = 0.3  # a component matching under T^2 or T^-1 over more than this is periodic
+    # the repeat tests (T^2, T^-1, other candidates) allow this many times the tolerance: a
+    # look-alike that nearly matches is repetition all the same, and a copy's source matches
+    # nothing else even loosely
+    repeat_loose: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -104,11 +108,12 @@ def _invert(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(m)
 
 
-def _match(g: np.ndarray, other: np.ndarray, inside: np.ndarray, std: np.ndarray, p: VerifyParams) -> np.ndarray:
+def _match(g: np.ndarray, other: np.ndarray, inside: np.ndarray, std: np.ndarray, p: VerifyParams,
+           loose: float = 1.0) -> np.ndarray:
     import cv2
 
     diff = cv2.blur(np.abs(g - other), (p.window, p.window))
-    return inside & (std >= p.min_texture) & (diff <= p.abs_tol + p.rel_tol * std)
+    return inside & (std >= p.min_texture) & (diff <= loose * (p.abs_tol + p.rel_tol * std))
 
 
 def _moves_apart(a: np.ndarray, b: np.ndarray, h: int, w: int, px: float = 3.0) -> bool:
@@ -145,18 +150,28 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
         return empty((h, w))
     # periodic structure: the copy matches its own image under T, or the source its preimage
     warped2, inside2 = _warp(g, _compose(m, m))
-    again = _match(warped, warped2, inside & inside2, std, params)
+    again = _match(warped, warped2, inside & inside2, std, params, params.repeat_loose)
     back, inside_b = _warp(g, _invert(m))
-    again |= _match(g, back, inside_b, std, params)
+    again |= _match(g, back, inside_b, std, params, params.repeat_loose)
     if m[0, 0] == 1 and m[1, 1] == 1 and m[0, 1] == 0 and m[1, 0] == 0 and not (m[:, 2] % 2).any():
         half = m.copy()
         half[:, 2] /= 2  # a lattice: half the shift matches too
         other, inside_o = _warp(g, half)
-        again |= _match(g, other, inside_o, std, params)
+        again |= _match(g, other, inside_o, std, params, params.repeat_loose)
     for o in others:
-        if _moves_apart(np.asarray(o, np.float64), m, h, w):
-            other, inside_o = _warp(g, np.asarray(o, np.float64))
-            again |= _match(g, other, inside_o, std, params)
+        o = np.asarray(o, np.float64)
+        # within half the minimum distance, a candidate is this copy again (another matcher's
+        # or RANSAC's slightly different estimate), not a second relation
+        px = params.min_distance / 2
+        if not (_moves_apart(o, m, h, w, px) and _moves_apart(_invert(o), m, h, w, px)):
+            continue
+        # a third instance: the source, or the copy, matches under another candidate (or its
+        # inverse) too - look-alike objects on a shelf, not one region pasted once
+        for t in (o, _invert(o)):
+            other, inside_o = _warp(g, t)
+            again |= _match(g, other, inside_o, std, params, params.repeat_loose)
+            other, inside_o = _warp(g, _compose(t, m))
+            again |= _match(warped, other, inside & inside_o, std, params, params.repeat_loose)
     source = np.zeros((h, w), bool)
     periodic_px, kept = 0, 0
     for i in big:
@@ -178,14 +193,44 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
     return Verified(area, m, filled > 0, copy, periodic_px / (h * w), kept)
 
 
-def best_of(g: np.ndarray, transforms: list[np.ndarray], params: VerifyParams = VerifyParams()) -> Verified:
-    """The candidate with the largest verified area (``empty`` when none is confirmed)."""
-    std = _local_std(np.ascontiguousarray(g, np.float32), params.window)
-    best = empty(g.shape)
-    for t in transforms:
-        v = verify(g, t, params, std, [o for o in transforms if o is not t])
-        if v.area > best.area:
-            best = v
+def _same_relation(a: np.ndarray, b: np.ndarray, h: int, w: int) -> bool:
+    """Whether two transforms describe one copy (equal, or one the other's inverse)."""
+    return not _moves_apart(a, b, h, w, 8.0) or not _moves_apart(_invert(a), b, h, w, 8.0)
+
+
+def _overlap(a: Verified, b: Verified) -> float:
+    ra, rb = a.region(), b.region()
+    return float((ra & rb).sum()) / max(1, min(ra.sum(), rb.sum()))
+
+
+def verify_all(g: np.ndarray, candidates: list[tuple[str, np.ndarray]], params: VerifyParams = VerifyParams()
+               ) -> dict[str, Verified]:
+    """Per detector name, its candidate with the largest verified area (``empty`` when none).
+
+    ``candidates`` are (detector, transform) from both matchers. Every candidate is tried,
+    the others serving the periodic test; then a confirmed copy whose region also takes
+    part in another confirmed, different copy relation is dropped: three look-alike objects
+    give A->B, B->C and A->C, a region pasted once gives one relation (found by either
+    matcher, in either direction)."""
+    g = np.ascontiguousarray(g, np.float32)
+    h, w = g.shape
+    std = _local_std(g, params.window)
+    transforms = [t for _, t in candidates]
+    best = {name: empty((h, w)) for name, _ in candidates}
+    found = []
+    for i, (name, t) in enumerate(candidates):
+        v = verify(g, t, params, std, [o for j, o in enumerate(transforms) if j != i])
+        if v.found:
+            found.append((name, v))
+        elif v.periodic_area > best[name].periodic_area and not best[name].found:
+            best[name] = v  # nothing confirmed: report how much was dropped as repeating
+    for i, (name, v) in enumerate(found):
+        repeated = any(not _same_relation(v.transform, u.transform, h, w) and _overlap(v, u) > 0.2
+                       for j, (_, u) in enumerate(found) if j != i)
+        if repeated:
+            v = Verified(0.0, None, np.zeros((h, w), bool), np.zeros((h, w), bool), v.area + v.periodic_area, 0)
+        if v.area > best[name].area or (not best[name].found and v.periodic_area > best[name].periodic_area):
+            best[name] = v
     return best
 
 

