@@ -189,7 +189,10 @@ def find_copy_move(rgb: np.ndarray, params: CopyMoveParams = CopyMoveParams()) -
 def _top_shifts(counts: np.ndarray, h: int, w: int, span: int, f: int, k: int):
     """The ``k`` most voted shifts, each at least 3 pixels from a stronger one (a copy's
     pairs also vote for the shifts next to its own, through rounding)."""
-    order = np.argsort(counts)[::-1][: 64 * k]
+    nz = np.flatnonzero(counts)  # most shifts get no vote at all
+    top = min(64 * k, nz.size)
+    part = nz[np.argpartition(counts[nz], nz.size - top)[nz.size - top:]] if top else nz
+    order = part[np.argsort(counts[part], kind="stable")[::-1]]
     out: list[tuple[tuple[int, int], int]] = []
     for key in order:
         c = int(counts[key])

@@ -82,17 +82,20 @@ def _local_std(g: np.ndarray, k: int) -> np.ndarray:
     return np.sqrt(np.maximum(m2 - m * m, 0.0))
 
 
-def _warp(g: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(g(M x), inside) for every analysis pixel x: the image read through M, and where M x
-    falls inside the image."""
+def _warp(g: np.ndarray, m: np.ndarray, box: tuple[int, int, int, int] | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(g(M x), inside) for every analysis pixel x (of ``box`` = (y0, y1, x0, x1) only, when
+    given): the image read through M, and where M x falls inside the image (the luma is
+    never negative, so the -1 border marks outside)."""
     import cv2
 
     h, w = g.shape
+    y0, y1, x0, x1 = box or (0, h, 0, w)
+    m = np.array(m, np.float64)
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)  # box pixel (x', y') is image pixel (x' + x0, y' + y0)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    out = cv2.warpAffine(g, m, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
-    ones = cv2.warpAffine(np.ones_like(g), m, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return out, ones > 0.5
+    out = cv2.warpAffine(g, m, (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+    return out, out > -0.5
 
 
 def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -148,16 +151,24 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
     big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_px]
     if not big:
         return empty((h, w))
+    # the repeat tests look only at the components' bounding box (padded by the window, so
+    # the local means there are those of the whole image)
+    pad = params.window
+    ys_, xs_ = np.nonzero(np.isin(labels, big))
+    box = (max(0, ys_.min() - pad), min(h, ys_.max() + 1 + pad), max(0, xs_.min() - pad), min(w, xs_.max() + 1 + pad))
+    by0, by1, bx0, bx1 = box
+    gb, wb, ib, sb = (a[by0:by1, bx0:bx1] for a in (g, warped, inside, std))
+    loose = params.repeat_loose
     # periodic structure: the copy matches its own image under T, or the source its preimage
-    warped2, inside2 = _warp(g, _compose(m, m))
-    again = _match(warped, warped2, inside & inside2, std, params, params.repeat_loose)
-    back, inside_b = _warp(g, _invert(m))
-    again |= _match(g, back, inside_b, std, params, params.repeat_loose)
+    warped2, inside2 = _warp(g, _compose(m, m), box)
+    again = _match(wb, warped2, ib & inside2, sb, params, loose)
+    back, inside_b = _warp(g, _invert(m), box)
+    again |= _match(gb, back, inside_b, sb, params, loose)
     if m[0, 0] == 1 and m[1, 1] == 1 and m[0, 1] == 0 and m[1, 0] == 0 and not (m[:, 2] % 2).any():
         half = m.copy()
         half[:, 2] /= 2  # a lattice: half the shift matches too
-        other, inside_o = _warp(g, half)
-        again |= _match(g, other, inside_o, std, params, params.repeat_loose)
+        other, inside_o = _warp(g, half, box)
+        again |= _match(gb, other, inside_o, sb, params, loose)
     for o in others:
         o = np.asarray(o, np.float64)
         # within half the minimum distance, a candidate is this copy again (another matcher's
@@ -168,19 +179,19 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
         # a third instance: the source, or the copy, matches under another candidate (or its
         # inverse) too - look-alike objects on a shelf, not one region pasted once
         for t in (o, _invert(o)):
-            other, inside_o = _warp(g, t)
-            again |= _match(g, other, inside_o, std, params, params.repeat_loose)
-            other, inside_o = _warp(g, _compose(t, m))
-            again |= _match(warped, other, inside & inside_o, std, params, params.repeat_loose)
+            other, inside_o = _warp(g, t, box)
+            again |= _match(gb, other, inside_o, sb, params, loose)
+            other, inside_o = _warp(g, _compose(t, m), box)
+            again |= _match(wb, other, ib & inside_o, sb, params, loose)
+    labels_b = labels[by0:by1, bx0:bx1]
     source = np.zeros((h, w), bool)
     periodic_px, kept = 0, 0
     for i in big:
-        comp = labels == i
         area = int(stats[i, cv2.CC_STAT_AREA])
-        if float(again[comp].mean()) > params.max_periodic:
+        if float(again[labels_b == i].mean()) > params.max_periodic:
             periodic_px += area
             continue
-        source |= comp
+        source |= labels == i
         kept += 1
     if not kept:
         z = np.zeros((h, w), bool)

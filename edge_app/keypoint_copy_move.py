@@ -137,13 +137,12 @@ def _ratio_matches(des: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarra
     np.fill_diagonal(dist2, np.inf)
     if dist2.shape[1] < 3:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    two = np.argpartition(dist2, 1, axis=1)[:, :2]
     rows = np.arange(len(d))
-    d2 = dist2[rows[:, None], two]
-    order = np.argsort(d2, axis=1)
-    first = two[rows, order[:, 0]]
-    d_first = np.sqrt(np.maximum(d2[rows, order[:, 0]], 0))
-    d_second = np.sqrt(np.maximum(d2[rows, order[:, 1]], 0))
+    first = dist2.argmin(axis=1)
+    d1 = dist2[rows, first]
+    dist2[rows, first] = np.inf
+    d2 = dist2.min(axis=1)
+    d_first, d_second = np.sqrt(np.maximum(d1, 0)), np.sqrt(np.maximum(d2, 0))
     ok = d_first < ratio * d_second
     return rows[ok], first[ok]
 

@@ -17,9 +17,11 @@ def register(sub) -> None:
         description="Time every stage, int8 against float models, ELA against the codec floor, and the whole "
         "pipeline end to end (frame capture to MQTT publish) on the built-in sample at 640x480 and 1280x720, "
         "with one face and with none. Starts a private mosquitto when no broker answers on 127.0.0.1:1883. "
-        "'edge-app bench ela' runs only the ELA/wavelet benchmark.",
+        "'edge-app bench ela' runs only the ELA/wavelet benchmark, 'edge-app bench forensics' the still-image "
+        "forensics per image size.",
     )
-    p.add_argument("what", nargs="?", choices=("all", "ela"), default="all", help="all (default) or ela")
+    p.add_argument("what", nargs="?", choices=("all", "ela", "forensics"), default="all",
+                   help="all (default), ela or forensics")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON (default: bench-results.json)")
     p.add_argument("--report", type=Path, metavar="FILE", help="write the Markdown report (default: bench-report.md)")
     p.add_argument("--frames", type=int, default=600, help="frames per end-to-end case (default 600)")
@@ -34,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
         return ela_main(["--json", str(args.json)] if args.json else [])
     cfg = config_from_args(args)
+    if args.what == "forensics":
+        from edge_app.bench.forensics import main as forensics_main
+
+        return forensics_main(["--json", str(args.json)] if args.json else [], cfg.resolved_models_dir())
     from edge_app.bench.pipeline import run_suite
     from edge_app.bench.report import markdown, pi_estimate
 
