@@ -5,7 +5,7 @@ and write the report and the thresholds into the model's metadata.
 
 Every image goes through the device's own code (``edge_app.forensics.open_image`` with its
 size guard, then ``ForensicsAnalyzer.evidence``): each detector's raw measurement is cached
-per image under ``.cache/forensics/calibration_v1/``, so thresholds and the report can be
+per image under ``.cache/forensics/calibration_v1/<model sha256>/``, so thresholds and the report can be
 recomputed without rescoring.
 
 Roles: authentic images are split into a ``cal`` part (thresholds) and a ``test`` part
@@ -39,7 +39,7 @@ import numpy as np
 from convert import metrics
 from convert.datasets import REPO
 
-CACHE = REPO / ".cache" / "forensics" / "calibration_v1"
+CACHE_ROOT = REPO / ".cache" / "forensics" / "calibration_v1"  # bump when the evidence code changes
 AGGREGATIONS = ("top3", "qtop2", "qtop5", "qtop10", "p95", "p90")
 CNN_FPR = 0.02  # the CNN's share of the false-alarm budget on each kind's calibration part
 AREA_MARGIN = 1.25  # copy-move thresholds sit this factor above the largest calibration area
@@ -68,8 +68,11 @@ def _record(analyzer, source, meta: dict) -> dict:
                 timing_ms=dict(ev.timing_ms, total=(time.perf_counter() - t0) * 1e3))
 
 
+_CACHE_KEY = {"model": "unknown"}  # the model's sha256: a retrained CNN gives other patch scores
+
+
 def _cached(tag: str, build) -> list[dict]:
-    path = CACHE / f"{tag}.pkl"
+    path = CACHE_ROOT / _CACHE_KEY["model"][:12] / f"{tag}.pkl"
     if path.is_file():
         return pickle.loads(path.read_bytes())
     t0 = time.time()
@@ -262,9 +265,29 @@ def provisional_analyzer(models_dir: Path):
     from edge_app.tflite_model import load_model
 
     model = load_model(models_dir / f"{MODEL_NAME}.json")
+    _CACHE_KEY["model"] = str(model.metadata["sha256"])
     model.metadata = dict(model.metadata, detectors=PROVISIONAL, threshold=0.5,
                           copy_move_search=SearchParams().to_dict())
     return ForensicsAnalyzer(model)
+
+
+def recheck(analyzer, recs: list[dict], n: int) -> dict:
+    """Measure ``n`` cached authentic images again with the code as it is now: the cached
+    evidence must be what this code computes (the same verified areas)."""
+    from convert.forensics_authentic import authentic_items
+
+    items = {it.name: it for it in authentic_items()}
+    ok = [r for r in recs if "error" not in r and r["name"] in items]
+    pick = [ok[i] for i in np.linspace(0, len(ok) - 1, min(n, len(ok))).round().astype(int)]
+    same = 0
+    diffs = []
+    for r in pick:
+        new = _record(analyzer, items[r["name"]].load(), {"name": r["name"]})
+        d = max(abs(new["block_area"] - r["block_area"]), abs(new["keypoint_area"] - r["keypoint_area"]))
+        same += d < 1e-9
+        if d >= 1e-9:
+            diffs.append((r["name"], round(d, 5)))
+    return {"n": len(pick), "identical": same, "differences": diffs}
 
 
 def all_records(analyzer, limit_val: int, limit_test: int) -> dict[str, list[dict]]:
@@ -290,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-val", type=int, default=30, help="CASIA validation authentic images for self-made pairs")
     parser.add_argument("--limit-test", type=int, default=60, help="CASIA test authentic images for self-made pairs")
     parser.add_argument("--evidence-only", action="store_true", help="build the evidence caches and stop")
+    parser.add_argument("--recheck", type=int, default=0,
+                        help="measure this many cached authentic images again and compare (cache vs current code)")
+    parser.add_argument("--bench", type=Path, help="JSON from 'edge-app bench forensics --json FILE' for the speed table")
     args = parser.parse_args(argv)
     analyzer = provisional_analyzer(args.models_dir)
     recs = all_records(analyzer, args.limit_val, args.limit_test)
@@ -297,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from convert.forensics_report import calibrate_and_report
 
-    return calibrate_and_report(recs, analyzer, args.models_dir)
+    bench = json.loads(args.bench.read_text()) if args.bench else None
+    checked = recheck(analyzer, recs["authentic"], args.recheck) if args.recheck else None
+    if checked:
+        log(f"recheck: {checked}")
+    return calibrate_and_report(recs, analyzer, args.models_dir, bench, checked)
 
 
 if __name__ == "__main__":

@@ -187,7 +187,8 @@ def timings(recs) -> dict:
     return {k: round(float(np.median([x[k] for x in t if k in x])), 1) for k in ("features", "model", "copy_move", "total")}
 
 
-def calibrate_and_report(recs: dict, analyzer, models_dir: Path) -> int:
+def calibrate_and_report(recs: dict, analyzer, models_dir: Path, bench: dict | None = None,
+                         checked: dict | None = None) -> int:
     ch = choose(recs)
     params = ch["params"]
     dets = shipped_detectors(params)
@@ -207,7 +208,9 @@ def calibrate_and_report(recs: dict, analyzer, models_dir: Path) -> int:
     write_metadata(models_dir, params, ch, far, abl, rec, analyzer)
     reports = models_dir / "reports"
     (reports / "forensics_evaluation.json").write_text(json.dumps(evaluation, indent=1, default=str) + "\n")
-    write_report(reports / "forensics.md", params, ch, far, far_cal, far_test, abl, rec, size, errors, recs)
+    evaluation["recheck"] = checked
+    write_report(reports / "forensics.md", params, ch, far, far_cal, far_test, abl, rec, size, errors, recs, bench,
+                 checked)
     log(f"report: {reports / 'forensics.md'}")
     return 0
 
@@ -267,7 +270,24 @@ def write_metadata(models_dir, params, ch, far, abl, rec, analyzer) -> None:
         path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, errors, recs) -> None:
+def speed_lines(bench: dict | None) -> list[str]:
+    if not bench:
+        return ["Not measured in this run: `edge-app bench forensics --json FILE`, then pass `--bench FILE`."]
+    names = list(next(iter(bench["sizes"].values()))["results"])
+    out = [f"`edge-app bench forensics` (one thread; CNN in the score: {bench['cnn_in_score']}), milliseconds "
+           "min / median over interleaved rounds on this shared 2-core machine while other jobs ran (absolute "
+           "times are inflated by the load; the ratios are the comparison), ratio = median / shipped median:", "",
+           "| size | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for size, row in bench["sizes"].items():
+        base = row["results"]["shipped"]["median_ms"]
+        out.append(f"| {size} | " + " | ".join(
+            f"{r['min_ms']:.0f} / {r['median_ms']:.0f} (x{r['median_ms'] / base:.2f})" for r in row["results"].values())
+            + " |")
+    return out
+
+
+def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, errors, recs, bench=None,
+                 checked=None) -> None:
     dets = shipped_detectors(params)
     cnn_in = params["cnn_in_score"]
     L = []
@@ -350,6 +370,7 @@ def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, error
     L += ["", "## Recall at the shipped threshold", "", "| set | recall [95% CI] |", "|---|---|"]
     for r in rec:
         L.append(f"| {r['set']} | {fmt_prop(r['recall'])} |")
+    L += ["", "## Speed", ""] + speed_lines(bench)
     L += ["", "## Data", "",
           "- Authentic, per kind, split into calibration and test parts (`convert/forensics_authentic.py`): NUAA "
           "webcam frames by person (1-8 / 9-15); UTKFace and the live images of five PAD sources (phone, webcam and web "
@@ -364,6 +385,11 @@ def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, error
           "(`make_manipulation` drawn until the transform is not none) on CASIA test and NUAA test-person photos.",
           f"- Counts: " + ", ".join(f"{k} {len(_ok(v))}" for k, v in recs.items())
           + (f"; {len(errors)} could not be made or read: " + ", ".join(f"{n} ({e})" for n, e in errors[:5]) if errors else ""),
+          ("- Cache check: the evidence was cached by the code of this change before its last speed-ups (cropped "
+           f"repeat tests, partial sorts); {checked['identical']} of {checked['n']} cached authentic images measured "
+           "again with the shipped code gave identical verified areas"
+           + (f" (differences: {checked['differences']})" if checked["differences"] else "") + "."
+           ) if checked else "- Cache check: not run (`--recheck N`).",
           "", "## What these figures cannot claim", "",
           "- The authentic sets are what was at hand: face-centred photos dominate camera/phone; the repeated-object, "
           "tile, flat and text images are partly rendered here, which stands in for, but is not, a shelf or a facade "

@@ -24,7 +24,7 @@ Why these choices:
 - Plain translation only: rotated or scaled copies are not found (86% of CASIA v1's
   copy-moves are plain translations). Rotation/scale-invariant descriptors cost far more.
 
-The parameters were chosen on CASIA v1 validation images (``convert/evaluate_forensics.py``
+The parameters were chosen on CASIA v1 validation images (``convert/calibrate_forensics.py``
 reports what the detector adds on held-out test images).
 """
 

@@ -45,6 +45,7 @@ class VerifyParams:
     # look-alike that nearly matches is repetition all the same, and a copy's source matches
     # nothing else even loosely
     repeat_loose: float = 2.0
+    grow: int = 24  # the drawn region may extend this far (pixels) into agreeing flat pixels
 
 
 @dataclass(frozen=True)
@@ -197,9 +198,18 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
         z = np.zeros((h, w), bool)
         return Verified(0.0, None, z, z, periodic_px / (h * w), 0)
     area = float(source.sum()) / (h * w)
-    # the drawn region: the confirmed pixels closed over the flat gaps inside the copy
-    filled = cv2.morphologyEx(source.astype(np.uint8), cv2.MORPH_CLOSE,
-                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
+    # the drawn region (not the evidence): the confirmed pixels, closed over small gaps, and
+    # grown into the flat pixels next to them that agree with their copy as closely as the
+    # recompression allows - the plain parts of a pasted region - but no further than
+    # params.grow pixels, since a flat wall agrees with itself at any shift
+    ell = lambda k: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))  # noqa: E731
+    filled = cv2.morphologyEx(source.astype(np.uint8), cv2.MORPH_CLOSE, ell(15))
+    close = cv2.blur(np.abs(g - warped), (params.window, params.window)) <= params.abs_tol
+    near = cv2.dilate(filled, ell(2 * params.grow + 1)) > 0
+    grow = (inside & far & close & near).astype(np.uint8) | filled
+    n2, lab2 = cv2.connectedComponents(grow, connectivity=8)
+    keep = np.unique(lab2[filled > 0])
+    filled = (np.isin(lab2, keep[keep > 0]) | (filled > 0)).astype(np.uint8)
     copy = cv2.warpAffine(filled, m, (w, h), flags=cv2.INTER_NEAREST) > 0
     return Verified(area, m, filled > 0, copy, periodic_px / (h * w), kept)
 

@@ -1,25 +1,26 @@
 """Still-image forensics: is this photo manipulated, and where?
 
-    image -> recompress at a common JPEG quality -> ELA + wavelet residual
-          -> int8 patch CNN on overlapping patches -> patch scores
-          -> image score (aggregate) + heatmap (patch scores averaged per pixel)
-    image -> copy-move block matching (edge_app.copy_move) -> pairs at one shift
-    image -> copy-move keypoint matching (edge_app.keypoint_copy_move) -> inliers of one
-             similarity transform (finds scaled and rotated copies)
-    image score = max(CNN score, copy-move scores); heatmap = max of the maps
+    image -> size guard (refuse over max_pixels, downscale over analysis_max_pixels)
+          -> copy-move search on a fixed-size analysis image (edge_app.copy_move_search):
+             block and keypoint matching propose transforms, each verified pixel by pixel
+             (edge_app.copy_move_verify); evidence = verified area, a fraction of the image
+          -> [when the metadata puts it in the score] recompress at a common JPEG quality ->
+             ELA + wavelet residual -> int8 patch CNN -> a share-of-patches statistic
+    each detector's statistic -> calibrated score, 0.5 exactly at its own threshold
+    image score = the highest calibrated score; manipulated when >= threshold (0.5)
+    regions = where a detector over its threshold marked the image (masks and boxes)
 
-Why the recompression: a data set (CASIA v1 above all) can save authentic and tampered
-images at different JPEG qualities, and an ELA model then learns the quantization table
-instead of the tampering. Every image, in training and here, is first re-encoded at one
-quality (``input.recompress_quality`` in the model metadata), so the last compression is
-the same for all; what is left are the traces of the image's earlier history: pasted
-regions whose 8x8 block grid or quantization differs from the rest, resampled or smoothed
-regions, boundaries.
+Every threshold was chosen on authentic photos of several kinds (camera frames, phone and
+web photos, PNGs, repeated objects and text, flat walls and sky, up to 12 MP) for a stated
+false-alarm rate; ``convert/calibrate_forensics.py`` writes them into the model's metadata
+and models/reports/forensics.md reports the rates on held-out photos of each kind.
 
-Everything a model needs to know (patch size, stride, recompression quality, how patch
-scores become an image score, thresholds) comes from the model's metadata JSON, which
-``convert/train_forensics.py`` writes. ``check_image_bytes`` is the entry point for the
-MQTT layer: it never raises for bad input.
+Why the recompression before the CNN: a data set (CASIA v1 above all) can save authentic
+and tampered images at different JPEG qualities, and an ELA model then learns the
+quantization table instead of the tampering; re-encoding every image at one quality
+(``input.recompress_quality``) leaves the traces of its earlier history only.
+
+``check_image_bytes`` is the entry point for the MQTT layer: it never raises for bad input.
 """
 
 from __future__ import annotations

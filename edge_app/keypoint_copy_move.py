@@ -26,7 +26,7 @@ Why these choices:
   third consistent pair (``min_inliers``).
 - OpenCV's RANSAC draws its samples from a fixed seed, so the result is reproducible.
 
-The parameters were compared on validation images only (``convert/evaluate_forensics.py``
+The parameters were compared on validation images only (``convert/calibrate_forensics.py``
 chooses the weight of this evidence there and reports it on held-out test images).
 """
 
