@@ -13,9 +13,11 @@ Roles: authentic images are split into a ``cal`` part (thresholds) and a ``test`
 come from CASIA v1's scene-disjoint split (``convert.forensics_data``): the validation split
 decides what enters the score (aggregation, CNN in or out), the test split is reported only.
 
-Thresholds: each copy-move detector's verified area must exceed every calibration authentic
-image of every kind (zero calibration false alarms), and at least ``VerifyParams.min_area``;
-the CNN (when in the score) flags at most ``CNN_FPR`` of each kind's calibration part.
+Thresholds (``convert.forensics_report``): the copy-move area thresholds are the lowest at
+which the two detectors together flag at most 2% of all calibration authentic photos and at
+most 2.5% of any one kind's (5% of repeated objects and text), at least
+``VerifyParams.min_area``; the CNN (when in the score) flags at most ``CNN_FPR`` of each
+kind's calibration part.
 """
 
 from __future__ import annotations

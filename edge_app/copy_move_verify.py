@@ -41,10 +41,10 @@ class VerifyParams:
     min_area: float = 0.0015  # smallest component kept, fraction of the analysis image
     min_pixels: int = 200  # and at least this many pixels (small images)
     max_periodic: float = 0.3  # a component matching under T^2 or T^-1 over more than this is periodic
-    # the repeat tests (T^2, T^-1, other candidates) allow this many times the tolerance: a
-    # look-alike that nearly matches is repetition all the same, and a copy's source matches
-    # nothing else even loosely
-    repeat_loose: float = 2.0
+    # the repeat tests (T^2, T^-1, other candidates) compare high-pass detail and call it a
+    # repeat where the difference is under this share of its magnitude: a look-alike that
+    # nearly matches is repetition all the same, and a copy's source matches nothing else
+    repeat_ratio: float = 0.7
     grow: int = 24  # the drawn region may extend this far (pixels) into agreeing flat pixels
 
 
@@ -120,10 +120,32 @@ def _match(g: np.ndarray, other: np.ndarray, inside: np.ndarray, std: np.ndarray
     return inside & (std >= p.min_texture) & (diff <= loose * (p.abs_tol + p.rel_tol * std))
 
 
-def _moves_apart(a: np.ndarray, b: np.ndarray, h: int, w: int, px: float = 3.0) -> bool:
-    """Whether two transforms move the image's corners and centre differently (by > px)."""
-    pts = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1], [w / 2, h / 2, 1]], np.float64).T
-    return bool(np.abs(a @ pts - b @ pts).max() > px)
+def _same_copy(a: np.ndarray, b: np.ndarray, region: np.ndarray, px: float = 8.0) -> bool:
+    """Whether ``b`` describes the copy ``a`` makes of ``region`` (or its way back): it takes
+    the region's centre to the same place (or back from it), within ``px`` or a quarter of
+    the region's radius. A translation that block matching found on part of a scaled copy
+    is the same copy; a lattice of shifts or a third instance puts the centre elsewhere."""
+    ys, xs = np.nonzero(region)
+    if ys.size == 0:
+        return False
+    c = np.array([xs.mean(), ys.mean(), 1.0])
+    tol = max(px, 0.25 * float(np.sqrt(ys.size / np.pi)))
+    ac = a @ c
+    if np.hypot(*(b @ c - ac)) <= tol:
+        return True
+    back = _invert(b) @ c  # b as the way back from the copy: b(a(c)) = c
+    return bool(np.hypot(*(b @ np.append(ac, 1.0) - c[:2])) <= tol or np.hypot(*(back - ac)) <= tol)
+
+
+def _repeats(a: np.ndarray, b: np.ndarray, inside: np.ndarray, std: np.ndarray, p: VerifyParams) -> np.ndarray:
+    """Where two high-pass images agree: local mean |a - b| under ``repeat_ratio`` times their
+    local mean magnitude (independent texture gives about 1.1-1.4), on textured pixels."""
+    import cv2
+
+    k = (p.window, p.window)
+    diff = cv2.blur(np.abs(a - b), k)
+    level = cv2.blur(0.5 * (np.abs(a) + np.abs(b)), k)
+    return inside & (std >= p.min_texture) & (diff <= p.repeat_ratio * level)
 
 
 def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyParams(),
@@ -158,32 +180,46 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
     ys_, xs_ = np.nonzero(np.isin(labels, big))
     box = (max(0, ys_.min() - pad), min(h, ys_.max() + 1 + pad), max(0, xs_.min() - pad), min(w, xs_.max() + 1 + pad))
     by0, by1, bx0, bx1 = box
-    gb, wb, ib, sb = (a[by0:by1, bx0:bx1] for a in (g, warped, inside, std))
-    loose = params.repeat_loose
+    # compared on the detail (high-pass) of the image, so that look-alikes lit or exposed a
+    # little differently still count as repetition
+    hp = g - cv2.GaussianBlur(g, (0, 0), 2.0)
+    ib, sb = inside[by0:by1, bx0:bx1], std[by0:by1, bx0:bx1]
+    gb = hp[by0:by1, bx0:bx1]
+    wb, _ = _warp(hp, m, box)
+
+    gr, wr = g[by0:by1, bx0:bx1], warped[by0:by1, bx0:bx1]
+    pairs = {id(gb): gr, id(wb): wr}  # each high-pass crop with its plain-image twin
+
+    def rep(a, b, ok, t):
+        # a repeat on the detail, or on the plain image at twice the copy tolerance
+        plain = _warp(g, t, box)[0]
+        return _repeats(a, b, ok, sb, params) | _match(pairs[id(a)], plain, ok, sb, params, 2.0)
+
     # periodic structure: the copy matches its own image under T, or the source its preimage
-    warped2, inside2 = _warp(g, _compose(m, m), box)
-    again = _match(wb, warped2, ib & inside2, sb, params, loose)
-    back, inside_b = _warp(g, _invert(m), box)
-    again |= _match(gb, back, inside_b, sb, params, loose)
+    warped2, inside2 = _warp(hp, _compose(m, m), box)
+    again = rep(wb, warped2, ib & inside2, _compose(m, m))
+    back, inside_b = _warp(hp, _invert(m), box)
+    again |= rep(gb, back, inside_b, _invert(m))
     if m[0, 0] == 1 and m[1, 1] == 1 and m[0, 1] == 0 and m[1, 0] == 0 and not (m[:, 2] % 2).any():
         half = m.copy()
         half[:, 2] /= 2  # a lattice: half the shift matches too
-        other, inside_o = _warp(g, half, box)
-        again |= _match(gb, other, inside_o, sb, params, loose)
+        other, inside_o = _warp(hp, half, box)
+        again |= rep(gb, other, inside_o, half)
+    comps = np.isin(labels, big)
     for o in others:
         o = np.asarray(o, np.float64)
-        # within half the minimum distance, a candidate is this copy again (another matcher's
-        # or RANSAC's slightly different estimate), not a second relation
-        px = params.min_distance / 2
-        if not (_moves_apart(o, m, h, w, px) and _moves_apart(_invert(o), m, h, w, px)):
-            continue
-        # a third instance: the source, or the copy, matches under another candidate (or its
-        # inverse) too - look-alike objects on a shelf, not one region pasted once
-        for t in (o, _invert(o)):
-            other, inside_o = _warp(g, t, box)
-            again |= _match(gb, other, inside_o, sb, params, loose)
-            other, inside_o = _warp(g, _compose(t, m), box)
-            again |= _match(wb, other, ib & inside_o, sb, params, loose)
+        # a candidate that takes the components where T takes them is either this copy again
+        # (another matcher's estimate: a translation found on part of a scaled copy) or the
+        # next link of a chain of equally spaced look-alikes (A->B, B->C); either way the
+        # source matches under it trivially, so only the copy is tested: does it match its
+        # own image under the candidate (B against C)?
+        same = _same_copy(m, o, comps, params.min_distance / 2)
+        for t in ((o,) if same else (o, _invert(o))):
+            if not same:  # a third instance: the source matches under another candidate too
+                other, inside_o = _warp(hp, t, box)
+                again |= rep(gb, other, inside_o, t)
+            other, inside_o = _warp(hp, _compose(t, m), box)
+            again |= rep(wb, other, ib & inside_o, _compose(t, m))
     labels_b = labels[by0:by1, bx0:bx1]
     source = np.zeros((h, w), bool)
     periodic_px, kept = 0, 0
@@ -214,9 +250,15 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
     return Verified(area, m, filled > 0, copy, periodic_px / (h * w), kept)
 
 
-def _same_relation(a: np.ndarray, b: np.ndarray, h: int, w: int) -> bool:
-    """Whether two transforms describe one copy (equal, or one the other's inverse)."""
-    return not _moves_apart(a, b, h, w, 8.0) or not _moves_apart(_invert(a), b, h, w, 8.0)
+def _share(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum()) / max(1, min(int(a.sum()), int(b.sum())))
+
+
+def _one_copy(v: Verified, u: Verified) -> bool:
+    """Whether two confirmed candidates are one copy: the same move of the same place (or
+    its way back). A chain A->B, B->C moves by the same vector but from another place."""
+    same_place = _share(v.source, u.source) > 0.5 or _share(v.source, u.copy) > 0.5
+    return same_place and _same_copy(v.transform, u.transform, v.source)
 
 
 def _overlap(a: Verified, b: Verified) -> float:
@@ -246,7 +288,7 @@ def verify_all(g: np.ndarray, candidates: list[tuple[str, np.ndarray]], params: 
         elif v.periodic_area > best[name].periodic_area and not best[name].found:
             best[name] = v  # nothing confirmed: report how much was dropped as repeating
     for i, (name, v) in enumerate(found):
-        repeated = any(not _same_relation(v.transform, u.transform, h, w) and _overlap(v, u) > 0.2
+        repeated = any(not _one_copy(v, u) and _overlap(v, u) > 0.2
                        for j, (_, u) in enumerate(found) if j != i)
         if repeated:
             v = Verified(0.0, None, np.zeros((h, w), bool), np.zeros((h, w), bool), v.area + v.periodic_area, 0)
