@@ -33,7 +33,6 @@ import math
 import pickle
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,7 @@ CACHE_ROOT = REPO / ".cache" / "forensics" / "calibration_v1"  # bump when the e
 AGGREGATIONS = ("top3", "qtop2", "qtop5", "qtop10", "p95", "p90")
 CNN_FPR = 0.02  # the CNN's share of the false-alarm budget on each kind's calibration part
 AREA_MARGIN = 1.25  # copy-move thresholds sit this factor above the largest calibration area
-SIZE_MP = {"384x256": (384, 256), "1024x768": (1024, 768)}
+
 log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
 

@@ -325,7 +325,6 @@ def speed_lines(bench: dict | None) -> list[str]:
 
 def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, errors, recs, bench=None,
                  checked=None) -> None:
-    dets = shipped_detectors(params)
     cnn_in = params["cnn_in_score"]
     L = []
     L += ["# edge-app forensics: calibrated on authentic photos of every kind", "",
@@ -339,13 +338,14 @@ def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, error
           "- **Copy-move, block matching** (`edge_app.copy_move`) and **keypoints** (`edge_app.keypoint_copy_move`) run "
           "on one fixed-size analysis image (area-averaged to at most "
           f"{__import__('edge_app.copy_move_search', fromlist=['SearchParams']).SearchParams().analysis_pixels:,} "
-          "pixels) and propose candidate transforms (the 4 most voted shifts; up to 2 similarity transforms by "
+          "pixels) and propose candidate transforms (the 4 most voted shifts; up to 4 similarity transforms by "
           "sequential RANSAC).",
           "- **Dense verification** (`edge_app.copy_move_verify`) warps the image by each candidate and keeps the "
           "pixels where the image and its warped self agree within the recompression noise *and* the local texture "
           "is high (flat walls and sky never count); components smaller than 0.15% of the image are dropped; a "
-          "component that also matches under T^2, T^-1, half the shift or another candidate is **periodic** "
-          "(tiles, repeated buttons, shelves) and dropped. The evidence is the verified area, a fraction of the "
+          "component that also matches (on its high-pass detail, or loosely) under T^2, T^-1, half the shift or "
+          "another candidate is **repeating structure** (tiles, repeated buttons, look-alike products) and dropped, "
+          "and so is a confirmed copy whose region takes part in a second, different copy relation (A->B and B->C). The evidence is the verified area, a fraction of the "
           "image, so it does not grow with the image's size; the drawn region is the verified source and its "
           "image under T, not a hull of keypoints.",
           f"- **Patch CNN** (ELA + wavelet residual, v0.4.0 weights): image statistic `{params['aggregation']}` of the "
@@ -423,21 +423,23 @@ def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, error
           "together with a same-table authentic control; every 2nd CASIA v1 test image, and each authentic one re-saved "
           "with a tampered image's tables (the quality-matched comparison); copy-moves whose copy is scaled or rotated "
           "(`make_manipulation` drawn until the transform is not none) on CASIA test and NUAA test-person photos.",
-          f"- Counts: " + ", ".join(f"{k} {len(_ok(v))}" for k, v in recs.items())
+          "- Counts: " + ", ".join(f"{k} {len(_ok(v))}" for k, v in recs.items())
           + (f"; {len(errors)} could not be made or read: " + ", ".join(f"{n} ({e})" for n, e in errors[:5]) if errors else ""),
-          ("- Cache check: the evidence was cached by the code of this change before its last speed-ups (cropped "
-           f"repeat tests, partial sorts); {checked['identical']} of {checked['n']} cached authentic images measured "
-           "again with the shipped code gave identical verified areas"
+          ("- Cache check: "
+           f"{checked['identical']} of {checked['n']} cached authentic images measured again with the shipped code "
+           "gave identical verified areas"
            + (f" (differences: {checked['differences']})" if checked["differences"] else "") + "."
            ) if checked else "- Cache check: not run (`--recheck N`).",
           "", "## What these figures cannot claim", "",
           "- The authentic sets are what was at hand: face-centred photos dominate camera/phone; the repeated-object, "
           "tile, flat and text images are partly rendered here, which stands in for, but is not, a shelf or a facade "
           "photographed. Independent sets are kept aside and will be scored after this change.",
-          "- Zero calibration false alarms for the matchers is a statement about these calibration photos; the held-out "
-          "rates and their intervals are the claim.",
+          "- The calibration false-alarm budget is a statement about these calibration photos; the held-out rates and "
+          "their intervals are the claim. Kinds with few images (flat 8, large 16 per part) have wide intervals.",
           "- Splices are caught only by the CNN; with the CNN out of the score, a splice is not detected unless it is "
           "also a copy. The heatmap then shows copy-moves only, and the ELA panel is for a person to read.",
-          "- A copy smaller than about 0.15% of the image (at the fixed analysis size), a copy of a flat region, or a "
-          "copy that repeats with equal spacing (three identical stamps in a row) is not claimed."]
+          "- A copy smaller than the block/keypoint area thresholds, a copy of a flat region, or a copy that repeats "
+          "(the same region pasted twice, three stamps in a row) is not claimed; look-alike objects can still be taken "
+          "for a copy when only two of them agree closely.",
+          "- The speed figures come from a machine shared with other jobs; the ratios are the comparison."]
     path.write_text("\n".join(L) + "\n")

@@ -78,7 +78,11 @@ class CopyMoveEvidence:
             out["inliers"] = self.keypoint_raw.inliers
         if v.found:
             m = v.transform
-            out["shift"] = [int(round(m[1, 2] * self.factor)), int(round(m[0, 2] * self.factor))]  # (dy, dx)
+            # (dy, dx) from the source region's centre to the copy's, input pixels
+            ys, xs = np.nonzero(v.source)
+            c = np.array([xs.mean(), ys.mean(), 1.0])
+            d = (m @ c - c[:2]) * self.factor
+            out["shift"] = [int(round(d[1])), int(round(d[0]))]
             out["scale"] = round(float(np.hypot(m[0, 0], m[1, 0])), 3)
             out["rotation_deg"] = round(float(np.degrees(np.arctan2(m[1, 0], m[0, 0]))), 1)
         return out
