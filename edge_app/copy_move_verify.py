@@ -6,9 +6,12 @@ compare it with itself, and keep only what matches as a copy would.
       -> a pixel matches where S >= min_texture and D <= abs_tol + rel_tol * S,
          T x is inside the image and at least min_distance away from x
       -> opening, connected components of at least min_area (fraction of the image)
-      -> periodic test per component: where the copy also matches its own image under T
-         (g(T x) ~ g(T^2 x)) or the source matches under T^-1, the structure repeats
-         (tiles, windows, shelves, lines of text): not a copy, dropped
+      -> repeat test per component: where the copy also matches its own image under T
+         (g(T x) ~ g(T^2 x)), the source its preimage (T^-1), half the shift, or another
+         candidate - on the image's high-pass detail, or loosely on the image itself - the
+         structure repeats (tiles, windows, shelves, rows of buttons): not a copy, dropped
+      -> a confirmed copy whose region takes part in a second, different confirmed relation
+         (A->B and B->C, or A->B and A->C) is dropped too: look-alike objects, not one paste
       -> verified region: the kept source components and their images under T
 
 Why: the two matchers (``edge_app.copy_move``, ``edge_app.keypoint_copy_move``) vote for a
