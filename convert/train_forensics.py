@@ -3,7 +3,7 @@ float32 and int8 TFLite, then calibrate on val and write the report on test.
 
     python -m convert.train_forensics                 # cache, train, export, evaluate, report
     python -m convert.train_forensics --no-evaluate   # train + export only
-    python -m convert.evaluate_forensics              # calibrate + report for the shipped model
+    python -m convert.calibrate_forensics             # calibrate + report for the shipped model
 
 Inputs are the device's own features (``edge_app.forensics.prepare``): every image is
 re-encoded at JPEG quality ``RECOMPRESS_QUALITY`` first (CASIA v1 saved authentic and
@@ -305,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     export(model, sampler, rng, info, args)
     if not args.no_evaluate:
-        from convert import evaluate_forensics
+        from convert import calibrate_forensics
 
-        return evaluate_forensics.main(["--models-dir", str(args.models_dir)])
+        return calibrate_forensics.main(["--models-dir", str(args.models_dir)])
     return 0
 
 

@@ -24,7 +24,7 @@ Why these choices:
 - Plain translation only: rotated or scaled copies are not found (86% of CASIA v1's
   copy-moves are plain translations). Rotation/scale-invariant descriptors cost far more.
 
-The parameters were chosen on CASIA v1 validation images (``convert/evaluate_forensics.py``
+The parameters were chosen on CASIA v1 validation images (``convert/calibrate_forensics.py``
 reports what the detector adds on held-out test images).
 """
 
@@ -47,6 +47,7 @@ class CopyMoveParams:
     neighbours: int = 6  # compare each block with this many following ones in sorted order
     sort_step: int = 4  # descriptors are sorted on mean // sort_step (coarse first)
     max_pixels: int = 1_000_000  # larger images are box-averaged down to this first
+    candidates: int = 4  # distinct shifts handed on for verification, most voted first
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class CopyMove:
     shift: tuple[int, int] | None  # (dy, dx) in the input image's pixels, or None
     blocks: np.ndarray  # (n, 2) int32 top-left (y, x) of the source blocks, input pixels
     block: int  # side of those blocks in input pixels
+    # the strongest distinct shifts and their pair counts, strongest first (input pixels):
+    # dense verification (edge_app.copy_move_verify) tries each, since on a photo with flat
+    # areas the most voted shift is often not the copy
+    candidates: tuple[tuple[tuple[int, int], int], ...] = ()
 
     def mask(self, height: int, width: int) -> np.ndarray:
         """bool (height, width): the matched blocks, source and copy."""
@@ -177,4 +182,24 @@ def find_copy_move(rgb: np.ndarray, params: CopyMoveParams = CopyMoveParams()) -
     first = np.concatenate(firsts)[key == best]
     dy, dx = best // span - h, best % span - w
     blocks = np.unique(np.stack([ys[first], xs[first]], axis=1), axis=0).astype(np.int32) * f
-    return CopyMove(int(counts[best]), (int(dy * f), int(dx * f)), blocks, b * f)
+    return CopyMove(int(counts[best]), (int(dy * f), int(dx * f)), blocks, b * f,
+                    _top_shifts(counts, h, w, span, f, params.candidates))
+
+
+def _top_shifts(counts: np.ndarray, h: int, w: int, span: int, f: int, k: int):
+    """The ``k`` most voted shifts, each at least 3 pixels from a stronger one (a copy's
+    pairs also vote for the shifts next to its own, through rounding)."""
+    nz = np.flatnonzero(counts)  # most shifts get no vote at all
+    top = min(64 * k, nz.size)
+    part = nz[np.argpartition(counts[nz], nz.size - top)[nz.size - top:]] if top else nz
+    order = part[np.argsort(counts[part], kind="stable")[::-1]]
+    out: list[tuple[tuple[int, int], int]] = []
+    for key in order:
+        c = int(counts[key])
+        if c == 0 or len(out) == k:
+            break
+        dy, dx = int(key // span - h), int(key % span - w)
+        if any(abs(dy - oy) <= 2 and abs(dx - ox) <= 2 for (oy, ox), _ in out):
+            continue
+        out.append(((dy, dx), c))
+    return tuple(((dy * f, dx * f), c) for (dy, dx), c in out)

@@ -1,25 +1,26 @@
 """Still-image forensics: is this photo manipulated, and where?
 
-    image -> recompress at a common JPEG quality -> ELA + wavelet residual
-          -> int8 patch CNN on overlapping patches -> patch scores
-          -> image score (aggregate) + heatmap (patch scores averaged per pixel)
-    image -> copy-move block matching (edge_app.copy_move) -> pairs at one shift
-    image -> copy-move keypoint matching (edge_app.keypoint_copy_move) -> inliers of one
-             similarity transform (finds scaled and rotated copies)
-    image score = max(CNN score, copy-move scores); heatmap = max of the maps
+    image -> size guard (refuse over max_pixels, downscale over analysis_max_pixels)
+          -> copy-move search on a fixed-size analysis image (edge_app.copy_move_search):
+             block and keypoint matching propose transforms, each verified pixel by pixel
+             (edge_app.copy_move_verify); evidence = verified area, a fraction of the image
+          -> [when the metadata puts it in the score] recompress at a common JPEG quality ->
+             ELA + wavelet residual -> int8 patch CNN -> a share-of-patches statistic
+    each detector's statistic -> calibrated score, 0.5 exactly at its own threshold
+    image score = the highest calibrated score; manipulated when >= threshold (0.5)
+    regions = where a detector over its threshold marked the image (masks and boxes)
 
-Why the recompression: a data set (CASIA v1 above all) can save authentic and tampered
-images at different JPEG qualities, and an ELA model then learns the quantization table
-instead of the tampering. Every image, in training and here, is first re-encoded at one
-quality (``input.recompress_quality`` in the model metadata), so the last compression is
-the same for all; what is left are the traces of the image's earlier history: pasted
-regions whose 8x8 block grid or quantization differs from the rest, resampled or smoothed
-regions, boundaries.
+Every threshold was chosen on authentic photos of several kinds (camera frames, phone and
+web photos, PNGs, repeated objects and text, flat walls and sky, up to 12 MP) for a stated
+false-alarm rate; ``convert/calibrate_forensics.py`` writes them into the model's metadata
+and models/reports/forensics.md reports the rates on held-out photos of each kind.
 
-Everything a model needs to know (patch size, stride, recompression quality, how patch
-scores become an image score, thresholds) comes from the model's metadata JSON, which
-``convert/train_forensics.py`` writes. ``check_image_bytes`` is the entry point for the
-MQTT layer: it never raises for bad input.
+Why the recompression before the CNN: a data set (CASIA v1 above all) can save authentic
+and tampered images at different JPEG qualities, and an ELA model then learns the
+quantization table instead of the tampering; re-encoding every image at one quality
+(``input.recompress_quality``) leaves the traces of its earlier history only.
+
+``check_image_bytes`` is the entry point for the MQTT layer: it never raises for bad input.
 """
 
 from __future__ import annotations
@@ -32,14 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from edge_app.copy_move import CopyMove, CopyMoveParams, copy_move_score, find_copy_move
-from edge_app.keypoint_copy_move import INSTALL_HINT as KEYPOINT_INSTALL_HINT
-from edge_app.keypoint_copy_move import (KeypointCopyMove, KeypointParams, find_keypoint_copy_move,
-                                         keypoint_copy_move_score)
-from edge_app.keypoint_copy_move import available as keypoint_available
-from edge_app.ela import ELA_QUALITY, error_level_display, error_level_normalized
+from edge_app.copy_move import CopyMove
+from edge_app.copy_move_search import CopyMoveEvidence, SearchParams, find_copy_moves
+from edge_app.keypoint_copy_move import KeypointCopyMove
+from edge_app.ela import ELA_QUALITY, error_level_normalized
 from edge_app.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
 
 log = logging.getLogger(__name__)
@@ -185,11 +184,21 @@ def assemble_heatmap(scores: np.ndarray, coords: list[tuple[int, int]], height: 
 
 
 def aggregate(patch_scores: np.ndarray, how: str) -> float:
-    """Image score from patch scores: ``max``, ``topK`` (mean of the K highest) or
-    ``ctopK`` (contrast: sigmoid of the mean of the K highest patch logits minus the
-    image's median patch logit; 0.5 when the image is uniform, towards 1 when a few
-    patches stand out from the rest of the same image)."""
+    """Image score from patch scores: ``max``, ``topK`` (mean of the K highest),
+    ``qtopP`` (mean of the highest P percent, at least one patch), ``pP`` (the P-th
+    percentile) or ``ctopK`` (contrast: sigmoid of the mean of the K highest patch logits
+    minus the image's median patch logit).
+
+    ``qtopP`` and ``pP`` do not grow with the image's size: an authentic photo's patch
+    scores are one distribution, and the top 5% of it is the same for a crop and the
+    whole, while the top 3 patches of 700 reach further up that distribution than the top 3
+    of 77 (the cause of v0.4.0's false alarms on large photos)."""
     s = np.sort(np.asarray(patch_scores, np.float64))[::-1]
+    if how.startswith("qtop"):
+        k = max(1, int(round(float(how[4:]) / 100 * len(s))))
+        return float(s[:k].mean())
+    if how.startswith("p") and how[1:].replace(".", "").isdigit():
+        return float(np.percentile(s, float(how[1:])))
     if how == "max":
         return float(s[0])
     if how.startswith("ctop"):
@@ -329,25 +338,75 @@ def open_image(source: str | Path | bytes, max_pixels: int, analysis_max_pixels:
 
 
 @dataclass
+class Evidence:
+    """What every detector measured on one image, before any threshold."""
+
+    patch_scores: np.ndarray | None  # CNN patch scores (None when the CNN is not run)
+    coords: list[tuple[int, int]]
+    ela_patch: np.ndarray | None  # plain statistic per patch: mean relative ELA (the ablation's baseline)
+    copy_moves: CopyMoveEvidence
+    shape: tuple[int, int]  # (H, W) of the analysed image
+    timing_ms: dict = field(default_factory=dict)
+
+
+@dataclass
 class Analysis:
     score: float
     verdict: str  # authentic / manipulated
     threshold: float
-    patch_scores: np.ndarray
+    patch_scores: np.ndarray | None
     coords: list[tuple[int, int]]
-    heatmap: np.ndarray  # (H, W) float32 in [0, 1], the analysed image's size
+    heatmap: np.ndarray  # (H, W) float32 in [0, 1], the analysed image's size; >= 0.5: over a detector's threshold
     pixel_threshold: float
     timing_ms: dict = field(default_factory=dict)
-    cnn_score: float | None = None  # the CNN's own image score, before the copy-move evidence
-    copy_move: CopyMove | None = None  # None when the model's metadata has no copy_move section
-    copy_move_score: float = 0.0
-    keypoint_copy_move: KeypointCopyMove | None = None  # None without a keypoint_copy_move section
-    keypoint_copy_move_score: float = 0.0
+    cnn_score: float | None = None  # the CNN's calibrated score (0.5 at its threshold), None when not run
+    cnn_raw: float | None = None  # the CNN's aggregate of patch scores
+    cnn_in_score: bool = False
+    copy_moves: CopyMoveEvidence | None = None
+    copy_move_score: float = 0.0  # block matching, verified (0.5 at its area threshold)
+    keypoint_copy_move_score: float = 0.0  # keypoint matching, verified
+    masks: dict = field(default_factory=dict)  # detector -> bool (H, W): where it is over its threshold
+
+    @property
+    def copy_move(self) -> CopyMove | None:
+        return None if self.copy_moves is None else self.copy_moves.block_raw
+
+    @property
+    def keypoint_copy_move(self) -> KeypointCopyMove | None:
+        return None if self.copy_moves is None else self.copy_moves.keypoint_raw
+
+
+DETECTORS = ("cnn", "block_copy_move", "keypoint_copy_move")
+
+
+def calibrated(raw: float, threshold: float) -> float:
+    """A detector's raw statistic as a score that is 0.5 exactly at its calibrated threshold:
+    for probabilities (CNN) the logit shifted by the threshold's, for areas a / (a + t)."""
+    if raw <= 0:
+        return 0.0
+    return float(raw / (raw + threshold))
+
+
+def calibrated_prob(p, threshold: float):
+    """Probabilities shifted so that ``threshold`` maps to 0.5 (logit difference)."""
+    p = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
+    t = min(max(threshold, 1e-6), 1 - 1e-6)
+    return _sigmoid(np.log(p / (1 - p)) - np.log(t / (1 - t)))
+
+
+def ela_patch_statistic(feats: np.ndarray, coords: list[tuple[int, int]], patch: int) -> np.ndarray:
+    """Per patch: the mean |relative ELA| over its pixels (3 channels), from 8x8 block means."""
+    rel = relative_features(feats)
+    h, w = rel.shape[:2]
+    hh, ww = h // 8 * 8, w // 8 * 8
+    blocks = np.abs(rel[:hh, :ww, :3]).mean(axis=2).reshape(hh // 8, 8, ww // 8, 8).mean(axis=(1, 3))
+    k = patch // 8
+    return np.array([blocks[y // 8:y // 8 + k, x // 8:x // 8 + k].mean() for y, x in coords], np.float32)
 
 
 class ForensicsAnalyzer:
-    """The shipped forensics model plus the parameters its metadata fixes. Not thread-safe
-    (one interpreter); ``check_image_bytes`` serialises calls with a lock."""
+    """The shipped forensics model plus the parameters and thresholds its metadata fixes.
+    Not thread-safe (one interpreter); ``check_image_bytes`` serialises calls with a lock."""
 
     def __init__(self, model, threshold: float | None = None) -> None:
         meta = model.metadata
@@ -361,28 +420,17 @@ class ForensicsAnalyzer:
         self.patch = int(spec["patch"]["size"])
         self.stride = int(spec["patch"]["stride"])
         self.recompress_quality = int(spec["recompress_quality"])
-        self.aggregation = str(meta["output"]["image_score"]["aggregation"])
         self.relative = bool(spec.get("relative", False))
+        det = meta["detectors"]
+        self.cnn_in_score = bool(det["cnn"]["in_score"])
+        self.aggregation = str(det["cnn"]["aggregation"])
+        self.cnn_threshold = float(det["cnn"]["threshold"])
+        self.block_area = float(det["block_copy_move"]["threshold_area"])
+        self.keypoint_area = float(det["keypoint_copy_move"]["threshold_area"])
+        self.search = SearchParams.from_dict(meta.get("copy_move_search", {}))
         override = threshold is not None and threshold > 0
         self.threshold = float(threshold if override else meta["threshold"])
-        # files with no JPEG history of their own (PNG, BMP, ...): never-compressed pixels
-        # look like pasted material to the model, so they get their own, higher threshold,
-        # chosen on validation for the same false-alarm rate as JPEGs
-        self.lossless_threshold = float(threshold if override else meta.get("lossless_threshold", self.threshold))
-        self.pixel_threshold = float(meta["pixel_threshold"])
-        # copy-move evidence joins the CNN's only when the metadata says how to weigh it
-        cm = meta.get("copy_move")
-        self.copy_move_half_pairs = float(cm["half_pairs"]) if cm else None
-        self.copy_move_params = CopyMoveParams(**cm.get("params", {})) if cm else None
-        kp = meta.get("keypoint_copy_move")
-        self.keypoint_half_inliers = float(kp["half_inliers"]) if kp else None
-        self.keypoint_params = KeypointParams(**kp.get("params", {})) if kp else None
-        # OpenCV is an optional extra: without it the keypoint evidence is left out, and each
-        # result says so (the CNN and the block matcher still run)
-        self.notes: list[str] = []
-        if self.keypoint_params is not None and not keypoint_available():
-            self.keypoint_params = None
-            self.notes.append(f"keypoint copy-move evidence not computed: {KEYPOINT_INSTALL_HINT}")
+        self.pixel_threshold = float(meta.get("pixel_threshold", 0.5))
         if model.input.shape != (1, self.patch, self.patch, len(FEATURES)):
             raise ValueError(f"{model.path.name}: input shape {model.input.shape} does not fit patch "
                              f"{self.patch} with {len(FEATURES)} features")
@@ -410,64 +458,81 @@ class ForensicsAnalyzer:
             logits[i] = self.model.run(x)[0].ravel()[0]
         return _sigmoid(logits).astype(np.float32), coords
 
-    def analyze(self, rgb: np.ndarray, jpeg_source: bool = True) -> Analysis:
-        """Score an RGB image; ``jpeg_source`` False (PNG and other non-JPEG files) uses the
-        threshold for sources without JPEG history."""
-        t0 = time.perf_counter()
-        feats = prepare(rgb, self.recompress_quality)
-        t1 = time.perf_counter()
-        scores, coords = self.patch_scores(feats)
-        t2 = time.perf_counter()
-        heat = assemble_heatmap(scores, coords, rgb.shape[0], rgb.shape[1], self.patch)
-        cnn_score = aggregate(scores, self.aggregation)
+    def evidence(self, rgb: np.ndarray, cnn: bool | None = None, progress=None) -> Evidence:
+        """Every detector's raw measurement; the CNN (and the ELA statistic) only when
+        ``cnn`` is true (default: when the CNN is part of the score). ``progress(stage)`` is
+        called before each slow stage."""
+        cnn = self.cnn_in_score if cnn is None else cnn
+        say = progress or (lambda stage: None)
+        timing: dict = {}
+        scores, coords, ela = None, [], None
+        if cnn:
+            say("features (recompress, ELA, wavelet residual)")
+            t0 = time.perf_counter()
+            feats = prepare(rgb, self.recompress_quality)
+            t1 = time.perf_counter()
+            say(f"patch CNN ({len(patch_grid(rgb.shape[0], rgb.shape[1], self.patch, self.stride))} patches)")
+            scores, coords = self.patch_scores(feats)
+            ela = ela_patch_statistic(feats, coords, self.patch)
+            t2 = time.perf_counter()
+            timing.update(features=round((t1 - t0) * 1e3, 2), model=round((t2 - t1) * 1e3, 2), patches=len(coords))
+        say("copy-move search (blocks, keypoints, dense verification)")
         t3 = time.perf_counter()
-        cm = None if self.copy_move_params is None else find_copy_move(rgb, self.copy_move_params)
-        t4 = time.perf_counter()
-        kp = None if self.keypoint_params is None else find_keypoint_copy_move(rgb, self.keypoint_params)
-        t5 = time.perf_counter()
-        score, cm_score, kp_score, heat = with_copy_move(cnn_score, heat, cm, self.copy_move_half_pairs,
-                                                         kp, self.keypoint_half_inliers)
-        threshold = self.threshold if jpeg_source else self.lossless_threshold
-        return Analysis(
-            score=score,
-            verdict="manipulated" if score >= threshold else "authentic",
-            threshold=threshold,
-            patch_scores=scores,
-            coords=coords,
-            heatmap=heat,
-            pixel_threshold=self.pixel_threshold,
-            timing_ms={"features": round((t1 - t0) * 1e3, 2), "model": round((t2 - t1) * 1e3, 2),
-                       "heatmap": round((t3 - t2) * 1e3, 2), "copy_move": round((t4 - t3) * 1e3, 2),
-                       "keypoint_copy_move": round((t5 - t4) * 1e3, 2), "patches": len(coords)},
-            cnn_score=cnn_score,
-            copy_move=cm,
-            copy_move_score=cm_score,
-            keypoint_copy_move=kp,
-            keypoint_copy_move_score=kp_score,
-        )
+        cms = find_copy_moves(rgb, self.search)
+        timing["copy_move"] = round((time.perf_counter() - t3) * 1e3, 2)
+        return Evidence(scores, coords, ela, cms, rgb.shape[:2], timing)
 
+    def decide(self, ev: Evidence) -> Analysis:
+        """Scores, verdict, heatmap and masks from ``Evidence``, at the calibrated thresholds."""
+        t0 = time.perf_counter()
+        h, w = ev.shape
+        heat = np.zeros((h, w), np.float32)
+        masks: dict[str, np.ndarray] = {}
+        cnn_raw = cnn_score = None
+        parts = []
+        if ev.patch_scores is not None:
+            cnn_raw = aggregate(ev.patch_scores, self.aggregation)
+            cnn_score = float(calibrated_prob(cnn_raw, self.cnn_threshold))
+            if self.cnn_in_score:
+                parts.append(cnn_score)
+                cal = calibrated_prob(ev.patch_scores, self.cnn_threshold).astype(np.float32)
+                cnn_heat = assemble_heatmap(cal, ev.coords, h, w, self.patch)
+                heat = np.maximum(heat, cnn_heat)
+                masks["cnn"] = cnn_heat >= 0.5
+        cms = ev.copy_moves
+        blk = calibrated(cms.block.area, self.block_area)
+        kp = calibrated(cms.keypoint.area, self.keypoint_area)
+        parts += [blk, kp]
+        for name, s, which in (("block_copy_move", blk, "block"), ("keypoint_copy_move", kp, "keypoint")):
+            if s > 0:
+                m = cms.mask(which, h, w)
+                heat = np.maximum(heat, m.astype(np.float32) * np.float32(s))
+                if s >= 0.5:
+                    masks[name] = m
+        score = max(parts) if parts else 0.0
+        timing = dict(ev.timing_ms, decide=round((time.perf_counter() - t0) * 1e3, 2))
+        return Analysis(score=score, verdict="manipulated" if score >= self.threshold else "authentic",
+                        threshold=self.threshold, patch_scores=ev.patch_scores, coords=ev.coords, heatmap=heat,
+                        pixel_threshold=self.pixel_threshold, timing_ms=timing, cnn_score=cnn_score,
+                        cnn_raw=cnn_raw, cnn_in_score=self.cnn_in_score, copy_moves=cms,
+                        copy_move_score=blk, keypoint_copy_move_score=kp, masks=masks)
 
-def with_copy_move(cnn_score: float, heat: np.ndarray, cm: CopyMove | None, half_pairs: float | None,
-                   kp: KeypointCopyMove | None = None, half_inliers: float | None = None
-                   ) -> tuple[float, float, float, np.ndarray]:
-    """(image score, block copy-move score, keypoint copy-move score, heatmap) once the
-    copy-move evidence joins the CNN's: the highest of the scores, and each detector's
-    matched regions drawn into the heatmap at its score. A detector that is None (or has
-    no weight) adds nothing."""
-    cm_score = 0.0 if cm is None or half_pairs is None else copy_move_score(cm.pairs, half_pairs)
-    if cm_score > 0:
-        heat = np.maximum(heat, cm.mask(*heat.shape).astype(np.float32) * np.float32(cm_score))
-    kp_score = 0.0 if kp is None or half_inliers is None else keypoint_copy_move_score(kp.inliers, half_inliers)
-    if kp_score > 0:
-        heat = np.maximum(heat, kp.mask(*heat.shape).astype(np.float32) * np.float32(kp_score))
-    return max(cnn_score, cm_score, kp_score), cm_score, kp_score, heat
+    def analyze(self, rgb: np.ndarray, jpeg_source: bool = True, progress=None) -> Analysis:
+        """Score an RGB image (``jpeg_source`` is kept for callers; the thresholds were
+        calibrated on JPEG and lossless photos together)."""
+        return self.decide(self.evidence(rgb, progress=progress))
 
 
 def load_analyzer(models_dir: str | Path, name: str = MODEL_NAME, threads: int = 1,
                   threshold: float | None = None) -> ForensicsAnalyzer:
     """Load and verify ``<models_dir>/<name>.json`` (sha256, input spec); ModelError if unusable."""
+    from edge_app.keypoint_copy_move import INSTALL_HINT, available
     from edge_app.tflite_model import ModelError, load_model
 
+    # Copy-move search and its dense verification run on OpenCV (resampling, warps, box filters):
+    # the optional extra. The door terminal never needs it; without it forensics says so.
+    if not available():
+        raise ModelError(f"still-image forensics is not available: {INSTALL_HINT}")
     model = load_model(Path(models_dir) / f"{name}.json", num_threads=threads)
     try:
         return ForensicsAnalyzer(model, threshold)
@@ -478,34 +543,85 @@ def load_analyzer(models_dir: str | Path, name: str = MODEL_NAME, threads: int =
 # --------------------------------------------------------------------------- results
 
 
-def _notes(img: LoadedImage) -> list[str]:
+def _notes(img: LoadedImage, analysis: Analysis | None = None) -> list[str]:
     notes = []
-    if img.format != "JPEG":
+    if img.format != "JPEG" and analysis is not None and analysis.cnn_in_score:
         kind = "lossless" if img.lossless else "non-JPEG"
-        notes.append(f"{kind} source ({img.format}): no JPEG history of its own; judged with the higher "
-                     "threshold for non-JPEG files, and the model has little power on never-compressed images "
-                     "(see models/reports/forensics.md): treat the verdict as unverified")
+        notes.append(f"{kind} source ({img.format}): no JPEG history of its own; the compression-trace CNN has "
+                     "little power on never-compressed images (see models/reports/forensics.md)")
     if img.downscaled_from:
         w, h = img.downscaled_from
-        notes.append(f"downscaled from {w}x{h} to {img.rgb.shape[1]}x{img.rgb.shape[0]} for analysis: "
-                     "resampling weakens compression traces, so the score is less reliable")
+        notes.append(f"size guard: {w}x{h} ({w * h / 1e6:.1f} MP) is over the analysis limit, downscaled to "
+                     f"{img.rgb.shape[1]}x{img.rgb.shape[0]} for analysis; regions are in the original's pixels")
+    if analysis is not None and analysis.copy_moves is not None and analysis.copy_moves.factor > 1:
+        aw, ah = analysis.copy_moves.analysis_size
+        notes.append(f"copy-move search ran at {aw}x{ah} (fixed analysis size): copies smaller than about "
+                     f"{100 * analyzer_min_area(analysis):.2f}% of the image are not claimed")
     return notes
 
 
+def analyzer_min_area(analysis: Analysis) -> float:
+    return analysis.copy_moves.min_area
+
+
+def mask_rle(mask: np.ndarray, max_side: int = 256) -> dict:
+    """A bool mask as a run-length code on a grid of at most ``max_side`` pixels a side:
+    ``counts`` alternate runs of 0 and 1 in row-major order, starting with 0s;
+    ``size`` is the grid's [width, height]; one grid cell covers ``cell`` image pixels a side."""
+    h, w = mask.shape
+    cell = max(1, -(-max(h, w) // max_side))
+    gh, gw = -(-h // cell), -(-w // cell)
+    pad = np.zeros((gh * cell, gw * cell), bool)
+    pad[:h, :w] = mask
+    grid = pad.reshape(gh, cell, gw, cell).any(axis=(1, 3)).ravel()
+    change = np.flatnonzero(np.diff(grid.astype(np.int8))) + 1
+    edges = np.concatenate([[0], change, [grid.size]])
+    counts = np.diff(edges).tolist()
+    if grid.size and grid[0]:
+        counts = [0] + counts
+    return {"size": [int(gw), int(gh)], "cell": int(cell), "counts": [int(c) for c in counts]}
+
+
+def rle_decode(rle: dict) -> np.ndarray:
+    """The grid mask (bool, (height, width) of ``rle['size']``) back from ``mask_rle``."""
+    gw, gh = rle["size"]
+    flat = np.zeros(gw * gh, bool)
+    pos, val = 0, False
+    for c in rle["counts"]:
+        flat[pos:pos + c] = val
+        pos += c
+        val = not val
+    return flat.reshape(gh, gw)
+
+
+def _box(mask: np.ndarray, fx: float, fy: float) -> list[int]:
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min() * fx), int(ys.min() * fy), int(np.ceil((xs.max() + 1) * fx)), int(np.ceil((ys.max() + 1) * fy))]
+
+
+def _regions(img: LoadedImage, analysis: Analysis) -> list[dict]:
+    """Per detector over its threshold: bbox in the original's pixels, area, RLE mask."""
+    h, w = analysis.heatmap.shape
+    fx, fy = img.width / w, img.height / h
+    out = []
+    for name in DETECTORS:
+        m = analysis.masks.get(name)
+        if m is None or not m.any():
+            continue
+        out.append({"detector": name, "bbox": _box(m, fx, fy), "area_fraction": round(float(m.mean()), 4),
+                    "mask_rle": mask_rle(m)})
+    return out
+
+
 def _evidence(analysis: Analysis) -> dict:
-    """What the score is made of: the CNN's patch traces and the copy-move matching."""
-    out = {"cnn_score": None if analysis.cnn_score is None else round(float(analysis.cnn_score), 4)}
-    cm = analysis.copy_move
-    if cm is not None:
-        out["copy_move"] = {"score": round(float(analysis.copy_move_score), 4), "pairs": cm.pairs,
-                            "shift": list(cm.shift) if cm.shift else None}
-    kp = analysis.keypoint_copy_move
-    if kp is not None:
-        out["keypoint_copy_move"] = {
-            "score": round(float(analysis.keypoint_copy_move_score), 4), "inliers": kp.inliers,
-            "shift": list(kp.shift) if kp.shift else None,
-            "scale": None if kp.scale is None else round(kp.scale, 3),
-            "rotation_deg": None if kp.rotation_deg is None else round(kp.rotation_deg, 1)}
+    """What the score is made of: each detector's calibrated score (0.5 = its threshold)."""
+    out = {"cnn_score": None if analysis.cnn_score is None else round(float(analysis.cnn_score), 4),
+           "cnn_in_score": analysis.cnn_in_score}
+    cms = analysis.copy_moves
+    if cms is not None:
+        out["copy_move"] = {"score": round(float(analysis.copy_move_score), 4), **cms.describe("block")}
+        out["keypoint_copy_move"] = {"score": round(float(analysis.keypoint_copy_move_score), 4),
+                                     **cms.describe("keypoint")}
     return out
 
 
@@ -519,8 +635,9 @@ def result_dict(img: LoadedImage, analysis: Analysis, analyzer: ForensicsAnalyze
         "analyzed_size": [int(img.rgb.shape[1]), int(img.rgb.shape[0])],
         "source": img.source_info,
         "heatmap": heatmap_summary(analysis.heatmap, analysis.pixel_threshold),
+        "regions": _regions(img, analysis),
         "evidence": _evidence(analysis),
-        "notes": _notes(img) + analyzer.notes,
+        "notes": _notes(img, analysis),
         "model": {"name": analyzer.name, "version": analyzer.version},
         "timing_ms": analysis.timing_ms,
     }
@@ -532,14 +649,14 @@ def error_dict(message: str) -> dict:
 
 def check_image(source: str | Path | bytes, analyzer: ForensicsAnalyzer, *, max_pixels: int = 40_000_000,
                 analysis_max_pixels: int = 4_000_000, oversize: str = "downscale",
-                name: str = "") -> tuple[dict, LoadedImage | None, Analysis | None]:
+                name: str = "", progress=None) -> tuple[dict, LoadedImage | None, Analysis | None]:
     """(result dict, image, analysis); bad input gives verdict "error" and Nones."""
     try:
         img = open_image(source, max_pixels, analysis_max_pixels, oversize, name)
     except ForensicsError as exc:
         return error_dict(str(exc)), None, None
     try:
-        analysis = analyzer.analyze(img.rgb, jpeg_source=img.format == "JPEG")
+        analysis = analyzer.analyze(img.rgb, jpeg_source=img.format == "JPEG", progress=progress)
     except (ForensicsError, ValueError, OSError, MemoryError) as exc:
         label = name or (str(source) if isinstance(source, (str, Path)) else "image data")
         return error_dict(f"{label}: analysis failed ({exc})"), img, None
@@ -599,41 +716,108 @@ def check_image_bytes(data: bytes, *, config=None, models_dir: str | Path | None
 # --------------------------------------------------------------------------- pictures
 
 
-def overlay(rgb: np.ndarray, heat: np.ndarray, threshold: float) -> np.ndarray:
-    """The image with suspected regions (heat >= threshold) tinted red, stronger where
-    the score is higher, and everything else slightly darkened."""
-    img = rgb.astype(np.float32)
-    hit = heat >= threshold
-    alpha = np.where(hit, 0.35 + 0.45 * np.clip((heat - threshold) / max(1e-6, 1 - threshold), 0, 1), 0.0)
-    red = np.array([255, 0, 0], np.float32)
-    out = img * np.where(hit, 1.0, 0.8)[..., None]
-    out = out * (1 - alpha[..., None]) + red * alpha[..., None]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+# detector -> (tint colour, legend text); source and copy of a copy-move share a colour
+LEGEND = {
+    "block_copy_move": ((255, 0, 255), "copy-move found by block matching (source and copy)"),
+    "keypoint_copy_move": ((0, 200, 255), "copy-move found by keypoints (source and copy)"),
+    "cnn": ((255, 40, 40), "compression/noise traces (patch CNN)"),
+}
+OVERLAY_ALPHA = 0.4
+
+
+def overlay(rgb: np.ndarray, masks: dict[str, np.ndarray], alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The image with each detector's region (over its threshold) tinted in its colour at
+    ``alpha``, the region's outline drawn solid; the image stays readable underneath."""
+    import cv2
+
+    out = rgb.astype(np.float32)
+    for name, m in masks.items():
+        if m is None or not m.any():
+            continue
+        colour = np.array(LEGEND[name][0], np.float32)
+        out[m] = out[m] * (1 - alpha) + colour * alpha
+    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    thick = max(1, round(max(rgb.shape[:2]) / 400))
+    for name, m in masks.items():
+        if m is None or not m.any():
+            continue
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, LEGEND[name][0], thick)
+    return out
+
+
+def ela_panel(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """(ELA at quality 90 as a grey picture that shows, its scale in grey levels): the
+    mean over R, G, B (colour speckle from chroma subsampling says little to a person),
+    divided by its own 99.5th percentile (not its maximum, which one bright edge sets),
+    gamma 0.6."""
+    ela = error_level_normalized(np.ascontiguousarray(rgb), ELA_QUALITY).mean(axis=2)
+    top = float(np.percentile(ela, 99.5))
+    disp = np.clip(ela / max(top, 1e-6), 0, 1) ** 0.6
+    grey = (disp * 255 + 0.5).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2), top * 32
+
+
+def region_mask(analysis: Analysis, img: LoadedImage) -> Image.Image:
+    """An 8-bit mask at the original image's size: 255 where a detector over its threshold
+    marked the region (nothing on an ``authentic`` verdict)."""
+    h, w = analysis.heatmap.shape
+    m = np.zeros((h, w), bool)
+    if analysis.verdict == "manipulated":
+        for mask in analysis.masks.values():
+            m |= mask
+    out = Image.fromarray(m.astype(np.uint8) * 255)
+    return out if (w, h) == (img.width, img.height) else out.resize((img.width, img.height), Image.Resampling.NEAREST)
 
 
 def render_heatmap(rgb: np.ndarray, analysis: Analysis, title: str = "") -> Image.Image:
-    """Side by side: the image with the suspected regions overlaid | its ELA (display form)."""
+    """Side by side: the image with each detector's region over its threshold tinted (with a
+    legend saying which detector marked what) | its ELA, scaled to show. An ``authentic``
+    verdict draws no region."""
     h, w = rgb.shape[:2]
-    left = Image.fromarray(overlay(rgb, analysis.heatmap, analysis.pixel_threshold))
-    summary = heatmap_summary(analysis.heatmap, analysis.pixel_threshold)
-    draw = ImageDraw.Draw(left)
-    for region in summary["regions"]:
-        draw.rectangle(region["bbox"], outline=(255, 255, 0), width=max(1, w // 300))
-    right = Image.fromarray(error_level_display(np.ascontiguousarray(rgb), ELA_QUALITY))
-    lines = [title or f"{analysis.verdict} score {analysis.score:.3f} (threshold {analysis.threshold:.3f})"]
-    cm = analysis.copy_move
-    if not title and cm is not None and cm.shift and analysis.copy_move_score >= 0.5:
-        lines.append(f"copy-move: {cm.pairs} block pairs at shift {cm.shift[0]},{cm.shift[1]} (dy,dx)")
-    kp = analysis.keypoint_copy_move
-    if not title and kp is not None and kp.shift and analysis.keypoint_copy_move_score >= 0.5:
-        lines.append(f"copy-move: {kp.inliers} keypoints, scale {kp.scale:.2f}, rotation {kp.rotation_deg:.0f} deg, "
-                     f"shift {kp.shift[0]},{kp.shift[1]} (dy,dx)")
-    bar = 4 + 14 * len(lines)
-    canvas = Image.new("RGB", (2 * w + 8, h + bar), (0, 0, 0))
+    shown = {n: m for n, m in analysis.masks.items() if m.any()} if analysis.verdict == "manipulated" else {}
+    left = Image.fromarray(overlay(rgb, shown))
+    right_arr, top = ela_panel(rgb)
+    right = Image.fromarray(right_arr)
+    # panels at a size a person reads: small images enlarged, huge ones reduced
+    zoom = min(1600 / w, max(1.0, 480 / w))
+    if zoom != 1.0:
+        size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
+        resample = Image.Resampling.NEAREST if zoom > 1 else Image.Resampling.LANCZOS
+        left, right = left.resize(size, resample), right.resize(size, resample)
+        w, h = size
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1: the bitmap font
+        font = ImageFont.load_default()
+    lines = [title or f"{analysis.verdict.upper()}  score {analysis.score:.3f} (threshold {analysis.threshold:.3f})"]
+    cms = analysis.copy_moves
+    if cms is not None:
+        for name, which in (("block_copy_move", "block"), ("keypoint_copy_move", "keypoint")):
+            if name in shown:
+                d = cms.describe(which)
+                lines.append(f"{LEGEND[name][1]}: shift {d['shift'][0]},{d['shift'][1]} (dy,dx), scale "
+                             f"{d['scale']:.2f}, rotation {d['rotation_deg']:.0f} deg, "
+                             f"{100 * d['verified_area']:.1f}% of the image verified pixel by pixel")
+    bar = 6 + 14 * len(lines)
+    legend_rows = [(LEGEND[n][0], LEGEND[n][1]) for n in DETECTORS if n in shown]
+    if not legend_rows:
+        legend_rows = [(None, "no region is over its detector's threshold: nothing is marked")]
+    legend_rows.append((None, f"right: ELA q{ELA_QUALITY}, scaled to its 99.5th percentile ({top:.1f} grey levels) "
+                              "- bright = changes more on re-saving (edges, texture, or a pasted region)"))
+    foot = 6 + 14 * len(legend_rows)
+    canvas = Image.new("RGB", (2 * w + 8, h + bar + foot), (0, 0, 0))
     canvas.paste(left, (0, bar))
     canvas.paste(right, (w + 8, bar))
     d = ImageDraw.Draw(canvas)
     for i, line in enumerate(lines):
-        d.text((4, 3 + 14 * i), line, fill=(255, 255, 255))
-    d.text((w + 12, 3), f"ELA q{ELA_QUALITY} (display scale)", fill=(255, 255, 255))
+        d.text((4, 3 + 14 * i), line, fill=(255, 255, 255), font=font)
+    y = h + bar + 4
+    for colour, text in legend_rows:
+        x = 4
+        if colour is not None:
+            d.rectangle([x, y + 1, x + 10, y + 11], fill=colour)
+            x += 16
+        d.text((x, y), text, fill=(230, 230, 230), font=font)
+        y += 14
     return canvas

@@ -76,9 +76,12 @@ def test_shipped_model_loads_verified_with_its_calibration(analyzer):
     assert meta["input"]["recompress_quality"] == analyzer.recompress_quality
     assert 0 < analyzer.threshold < 1 and 0 < analyzer.pixel_threshold < 1
     assert meta["training_data"]["license"] == "CASIA v1: research use"
-    assert "casia_test" in meta["evaluation"] and "operating_point" in meta
-    assert meta["copy_move"]["half_pairs"] == analyzer.copy_move_half_pairs
-    assert meta["keypoint_copy_move"]["half_inliers"] == analyzer.keypoint_half_inliers
+    assert "false_alarms_by_kind" in meta["evaluation"] and "operating_point" in meta
+    det = meta["detectors"]
+    assert det["block_copy_move"]["threshold_area"] == pytest.approx(analyzer.block_area)
+    assert det["keypoint_copy_move"]["threshold_area"] == pytest.approx(analyzer.keypoint_area)
+    assert det["cnn"]["in_score"] == analyzer.cnn_in_score and det["cnn"]["aggregation"] == analyzer.aggregation
+    assert analyzer.aggregation.startswith(("qtop", "p"))  # a statistic that does not grow with the image
     # the float twin carries the same calibration
     flt = json.loads((MODELS / f"{MODEL_NAME}_float.json").read_text())
     assert flt["threshold"] == meta["threshold"]
@@ -113,6 +116,37 @@ def test_patch_grid_covers_the_image_on_the_jpeg_block_grid():
     heat = assemble_heatmap(np.linspace(0, 1, len(odd)), odd, 250, 301, 64)
     assert heat.shape == (250, 301) and np.isfinite(heat).all()
     assert aggregate(np.array([0.1, 0.9, 0.5, 0.7]), "top2") == pytest.approx(0.8)
+
+
+def test_share_aggregation_does_not_grow_with_the_image_size():
+    rng = np.random.default_rng(4)
+    small = rng.beta(2, 5, 77)  # patch scores of a 384x256 photo
+    large = np.concatenate([small + rng.normal(0, 0.01, 77) for _ in range(10)])  # the same, 10x the patches
+    assert aggregate(large, "qtop5") == pytest.approx(aggregate(small, "qtop5"), abs=0.03)
+    assert aggregate(large, "p95") == pytest.approx(aggregate(small, "p95"), abs=0.03)
+    assert aggregate(large, "top3") > aggregate(small, "top3")  # the v0.4.0 statistic did grow
+
+
+def test_calibrated_scores_are_one_half_at_their_thresholds():
+    from edge_app.forensics import calibrated, calibrated_prob
+
+    assert calibrated(0.004, 0.004) == pytest.approx(0.5) and calibrated(0.0, 0.004) == 0.0
+    assert calibrated(0.01, 0.004) > 0.5 > calibrated(0.002, 0.004)
+    assert float(calibrated_prob(0.93, 0.93)) == pytest.approx(0.5)
+    assert float(calibrated_prob(0.97, 0.93)) > 0.5 > float(calibrated_prob(0.9, 0.93))
+
+
+def test_region_masks_survive_run_length_coding():
+    from edge_app.forensics import mask_rle, rle_decode
+
+    m = np.zeros((300, 500), bool)
+    m[40:90, 100:220] = True
+    m[0:3, 0:5] = True  # a run of 1s at the start
+    rle = mask_rle(m, max_side=256)
+    grid = rle_decode(rle)
+    assert rle["cell"] == 2 and rle["size"] == [250, 150] and rle["counts"][0] == 0
+    assert grid.shape == (150, 250) and grid[20:45, 50:110].all() and grid.sum() == 25 * 60 + 2 * 3
+    assert sum(rle["counts"]) == 250 * 150
 
 
 def test_contrast_aggregation_ignores_a_level_the_whole_image_shares():
@@ -159,7 +193,7 @@ def test_held_out_casia_tampered_images_score_higher_than_authentic(analyzer, ca
     assert scores["tampered"] > scores["authentic"], scores
 
 
-def test_a_self_made_splice_lights_up_inside_its_mask(analyzer, casia_test_items):
+def test_the_cnn_lights_up_a_self_made_splice_inside_its_mask(analyzer, casia_test_items):
     from convert.forensics_data import load_rgb
 
     au = sorted((i for i in casia_test_items if i.label == 0), key=lambda i: i.name)
@@ -171,16 +205,18 @@ def test_a_self_made_splice_lights_up_inside_its_mask(analyzer, casia_test_items
     mask[y0:y0 + bh, x0:x0 + bw] = True
     fake = target.copy()
     fake[mask] = donor[13:13 + bh, 27:27 + bw].reshape(-1, 3)
-    result, img, analysis = check_image(_jpeg(fake, 90), analyzer, name="splice")
-    assert result["verdict"] in ("authentic", "manipulated")
-    inside, outside = analysis.heatmap[mask].mean(), analysis.heatmap[~mask].mean()
-    assert inside > outside, (inside, outside)
+    from edge_app.forensics import open_image
+
+    img = open_image(_jpeg(fake, 90), 10**8, 10**8, name="splice")
+    ev = analyzer.evidence(img.rgb, cnn=True)  # the CNN runs whether or not it is in the score
+    heat = assemble_heatmap(ev.patch_scores, ev.coords, h, w, analyzer.patch)
+    assert heat[mask].mean() > heat[~mask].mean()
 
 
 def test_a_copy_move_is_caught_and_drawn_through_the_device_path(analyzer, casia_test_items):
     from convert.forensics_data import load_rgb
+    from edge_app.forensics import rle_decode
 
-    assert analyzer.copy_move_params is not None and analyzer.copy_move_half_pairs > 0
     au = sorted((i for i in casia_test_items if i.label == 0), key=lambda i: i.name)
     rgb = next(r for r in map(lambda i: load_rgb(i.path), au)
                if r.shape[:2] == (256, 384) and r[113:153, 129:177].std() > 25)
@@ -188,13 +224,17 @@ def test_a_copy_move_is_caught_and_drawn_through_the_device_path(analyzer, casia
     fake[150:190, 230:278] = rgb[113:153, 129:177]  # shift (37, 101), off the 8x8 grid
     result, _, analysis = check_image(_jpeg(fake, 90), analyzer, name="copy-move")
     cm = result["evidence"]["copy_move"]
-    assert cm["shift"] == [37, 101] and cm["pairs"] >= 200, cm
-    assert result["verdict"] == "manipulated" and result["score"] >= cm["score"] > analyzer.threshold
-    assert result["score"] == pytest.approx(max(cm["score"], result["evidence"]["cnn_score"]), abs=1e-4)
+    assert cm["shift"] == [37, 101] and cm["verified_area"] > analyzer.block_area, cm
+    assert result["verdict"] == "manipulated" and result["score"] >= cm["score"] >= analyzer.threshold
     assert (analysis.heatmap[150:190, 230:278] >= analysis.pixel_threshold).mean() > 0.6
+    region = next(r for r in result["regions"] if r["detector"] == "block_copy_move")
+    x0, y0, x1, y1 = region["bbox"]
+    assert x0 <= 135 and y0 <= 119 and x1 >= 272 and y1 >= 184  # source and copy, to a few pixels
+    grid = rle_decode(region["mask_rle"])
+    assert grid.shape == (128, 192) and region["mask_rle"]["cell"] == 2 and grid[80:90, 120:134].mean() > 0.9
     # the untouched photo carries no such evidence
     clean, _, _ = check_image(_jpeg(rgb, 90), analyzer, name="clean")
-    assert clean["evidence"]["copy_move"]["score"] < analyzer.threshold
+    assert clean["evidence"]["copy_move"]["verified_area"] == 0
 
 
 def test_a_scaled_and_rotated_copy_is_caught_by_keypoints_through_the_device_path(analyzer, casia_test_items):
@@ -202,7 +242,6 @@ def test_a_scaled_and_rotated_copy_is_caught_by_keypoints_through_the_device_pat
 
     from convert.forensics_data import load_rgb
 
-    assert analyzer.keypoint_params is not None and analyzer.keypoint_half_inliers > 0
     au = sorted((i for i in casia_test_items if i.label == 0), key=lambda i: i.name)
     # a photo with texture where the copy comes from (disc of radius 34 around x=92, y=128)
     rgb = next(r for r in map(lambda i: load_rgb(i.path), au)
@@ -217,11 +256,11 @@ def test_a_scaled_and_rotated_copy_is_caught_by_keypoints_through_the_device_pat
     result, _, analysis = check_image(_jpeg(fake, 90), analyzer, name="scaled copy")
     kp = result["evidence"]["keypoint_copy_move"]
     assert kp["scale"] == pytest.approx(1.25, abs=0.03) and abs(kp["rotation_deg"]) == pytest.approx(20, abs=2), kp
-    assert result["evidence"]["copy_move"]["pairs"] < 10  # block matching cannot see it
-    assert result["verdict"] == "manipulated" and result["score"] >= kp["score"] > analyzer.threshold
-    assert (analysis.heatmap[disc > 0] >= analysis.pixel_threshold).mean() > 0.2
+    assert result["evidence"]["copy_move"]["verified_area"] == 0  # block matching cannot see it
+    assert result["verdict"] == "manipulated" and result["score"] >= kp["score"] >= analyzer.threshold
+    assert (analysis.heatmap[disc > 0] >= analysis.pixel_threshold).mean() > 0.5
     clean, _, _ = check_image(_jpeg(rgb, 90), analyzer, name="clean")
-    assert clean["evidence"]["keypoint_copy_move"]["inliers"] == 0
+    assert clean["evidence"]["keypoint_copy_move"]["verified_area"] == 0
 
 
 def test_real_casia_copy_moves_give_copy_move_evidence(analyzer, casia_test_items):
@@ -229,7 +268,8 @@ def test_real_casia_copy_moves_give_copy_move_evidence(analyzer, casia_test_item
     plain = sorted((i for i in casia_test_items if i.kind == "copy-move" and i.extra.get("ops") == "NNN"),
                    key=lambda i: i.name)[::6][:10]
     assert len(plain) == 10
-    found = [check_image(i.path, analyzer)[0]["evidence"]["copy_move"]["score"] >= 0.5 for i in plain]
+    results = [check_image(i.path, analyzer)[0]["evidence"] for i in plain]
+    found = [max(e["copy_move"]["score"], e["keypoint_copy_move"]["score"]) >= 0.5 for e in results]
     assert sum(found) >= 6, found
 
 
@@ -266,8 +306,9 @@ def test_cli_writes_csv_and_heatmaps_and_reports_bad_files(photo_dir, tmp_path, 
     analysed = [r for r in rows if r["verdict"] != "error"]
     assert len(analysed) == 4 and all(r["verdict"] in ("authentic", "manipulated") for r in analysed)
     assert all(0 <= float(r["score"]) <= 1 for r in analysed)
-    pngs = sorted(p.name for p in heat_dir.iterdir())
-    assert len(pngs) == 4 and "lossless_forensics.png" in pngs
+    pngs = sorted(p.name for p in heat_dir.iterdir() if p.name.endswith("_forensics.png"))
+    masks = sorted(p.name for p in heat_dir.iterdir() if p.name.endswith("_mask.png"))
+    assert len(pngs) == 4 and "lossless_forensics.png" in pngs and len(masks) == 4
     with Image.open(heat_dir / pngs[0]) as im:
         assert im.width > 2 * 256  # image | ELA side by side
     printed = capsys.readouterr().out
@@ -277,7 +318,7 @@ def test_cli_writes_csv_and_heatmaps_and_reports_bad_files(photo_dir, tmp_path, 
     assert "limit" in lines["huge.png"] and "refused" in lines["huge.png"]
     assert "at least 64x64" in lines["tiny.jpg"]
     assert "no such file" in lines["missing.jpg"]
-    assert "no JPEG history" in lines["lossless.png"]
+    assert lines["lossless.png"].split("\t")[1] in ("authentic", "manipulated")
 
 
 def test_oversize_policy_from_config(tmp_path, analyzer):
@@ -317,3 +358,54 @@ def test_check_image_bytes_on_a_real_jpeg(analyzer, casia_test_items):
     # the default path loads the shipped model itself
     r2 = check_image_bytes(item.path.read_bytes())
     assert r2["score"] == pytest.approx(r["score"])
+
+
+def test_cli_json_carries_regions_and_an_authentic_verdict_draws_nothing(tmp_path, capsys, casia_test_items):
+    from convert.forensics_data import load_rgb
+
+    au = sorted((i for i in casia_test_items if i.label == 0), key=lambda i: i.name)
+    rgb = next(r for r in map(lambda i: load_rgb(i.path), au)
+               if r.shape[:2] == (256, 384) and r[113:153, 129:177].std() > 25)
+    fake = rgb.copy()
+    fake[150:190, 230:278] = rgb[113:153, 129:177]
+    big_clean = np.asarray(Image.fromarray(rgb).resize((640, 427), Image.Resampling.LANCZOS))
+    (tmp_path / "copy.jpg").write_bytes(_jpeg(fake, 92))
+    (tmp_path / "clean.jpg").write_bytes(_jpeg(big_clean, 92))
+    heat = tmp_path / "heat"
+    assert main(["forensics", str(tmp_path / "copy.jpg"), str(tmp_path / "clean.jpg"), "--json",
+                 "--heatmap", str(heat)]) == 0
+    rows = {Path(json.loads(line)["path"]).name: json.loads(line) for line in capsys.readouterr().out.splitlines()}
+    copy, clean = rows["copy.jpg"], rows["clean.jpg"]
+    assert copy["verdict"] == "manipulated" and copy["regions"]
+    assert {"detector", "bbox", "area_fraction", "mask_rle"} <= set(copy["regions"][0])
+    with Image.open(copy["mask_png"]) as im:
+        m = np.asarray(im) > 0
+    assert m.shape == (256, 384) and m[160:180, 240:268].mean() > 0.9 and m.mean() < 0.2
+    if clean["verdict"] == "authentic":
+        assert clean["regions"] == []
+        with Image.open(clean["mask_png"]) as im:
+            assert not np.asarray(im).any()
+        with Image.open(clean["heatmap_png"]) as im:
+            panel = np.asarray(im.convert("RGB"))
+        # the left panel is the photo itself: nothing tinted, nothing outlined
+        with Image.open(tmp_path / "clean.jpg") as im:
+            decoded = np.asarray(im.convert("RGB")).astype(int)
+        top = next(y for y in range(panel.shape[0]) if np.array_equal(panel[y, :640], decoded[0]))
+        assert np.array_equal(panel[top:top + 427, :640], decoded)
+    assert copy["heatmap_png"].endswith("_forensics.png")
+
+
+def test_a_large_photo_reports_progress_and_what_the_size_guard_did(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    big = np.asarray(Image.fromarray(base).resize((2400, 1800), Image.Resampling.BICUBIC))
+    (tmp_path / "big.jpg").write_bytes(_jpeg(big, 90))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[forensics]\nanalysis_max_pixels = 1000000\n")
+    assert main(["forensics", str(tmp_path / "big.jpg"), "--json", "-c", str(cfg)]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert "2400x1800 (4.3 MP), analysing" in out.err and "copy-move search" in out.err
+    assert (result["width"], result["height"]) == (2400, 1800)
+    assert result["analyzed_size"][0] * result["analyzed_size"][1] <= 1_000_000
+    assert any(n.startswith("size guard: 2400x1800") and "downscaled to" in n for n in result["notes"])

@@ -1,6 +1,6 @@
 """OpenCV is the optional extra 'forensics' (pip's OpenCV needs numpy 2, which would shadow the
-Pi's apt numpy): without it keypoint matching says which extra to install, and forensics still
-gives a verdict, saying the keypoint evidence is missing. cv2 is hidden in a child process."""
+Pi's apt numpy): without it keypoint matching says which extra to install, and still-image forensics
+(which runs on OpenCV) refuses with the same hint; the door terminal needs none of it. cv2 is hidden in a child process."""
 
 from __future__ import annotations
 
@@ -28,14 +28,22 @@ def test_keypoint_matching_without_opencv_names_the_extra():
     assert "edge_app[forensics]" in r.stdout and "OpenCV" in r.stdout
 
 
-def test_forensics_without_opencv_still_gives_a_verdict_and_says_what_is_missing():
+def test_forensics_without_opencv_refuses_in_one_line_naming_the_extra():
+    # copy-move search and its dense verification run on OpenCV: without it there is no verdict
+    # to give, and the command says what to install instead of failing with a traceback
     r = _python("import sys\nfrom edge_app.cli import main\nsys.exit(main(sys.argv[1:]))",
                 "forensics", "--json", str(SAMPLE))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "edge_app[forensics]" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_check_image_without_opencv_is_an_error_reply_not_a_crash():
+    r = _python("import json\nfrom edge_app.forensics import check_image_bytes\n"
+                f"print(json.dumps(check_image_bytes(open({str(SAMPLE)!r}, 'rb').read())))")
     assert r.returncode == 0, r.stderr
-    result = json.loads(r.stdout.splitlines()[0])
-    assert result["verdict"] in ("authentic", "manipulated")
-    assert "keypoint_copy_move" not in result["evidence"]
-    assert any("keypoint copy-move evidence not computed" in n and "edge_app[forensics]" in n for n in result["notes"])
+    result = json.loads(r.stdout.splitlines()[-1])
+    assert result["verdict"] == "error" and "edge_app[forensics]" in result["error"]
 
 
 def test_with_opencv_the_keypoint_evidence_is_there():

@@ -51,9 +51,11 @@ def register(sub) -> None:
         description="Time every stage, int8 against float models, ELA against the codec floor, and the whole "
         "pipeline end to end (frame capture to MQTT publish) on the built-in sample at 640x480 and 1280x720, "
         "with one face and with none. Starts a private mosquitto when no broker answers on 127.0.0.1:1883. "
-        "'edge-app bench ela' runs only the ELA/wavelet benchmark.",
+        "'edge-app bench ela' runs only the ELA/wavelet benchmark, 'edge-app bench forensics' the still-image "
+        "forensics per image size.",
     )
-    p.add_argument("what", nargs="?", choices=("all", "ela"), default="all", help="all (default) or ela")
+    p.add_argument("what", nargs="?", choices=("all", "ela", "forensics"), default="all",
+                   help="all (default), ela or forensics")
     p.add_argument("--json", type=Path, metavar="FILE",
                    help="write the figures as JSON (default: bench-results.json; ela: only when given)")
     p.add_argument("--report", type=Path, metavar="FILE",
@@ -75,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     if args.only or args.image or args.quality is not None:
         raise SystemExit("edge-app bench: --only, --image and --quality belong to 'edge-app bench ela'")
     cfg = config_from_args(args)
+    if args.what == "forensics":
+        from edge_app.bench.forensics import main as forensics_main
+
+        return forensics_main(["--json", str(args.json)] if args.json else [], cfg.resolved_models_dir())
     from edge_app.bench.pipeline import run_suite
     from edge_app.bench.report import markdown, pi_estimate
 
