@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 KINDS = ("v2", "v1se")
+ACTIVATIONS = ("prelu", "relu", "prelu_dw")
+TEACHER_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "minifasnet"
 TEACHERS = {
     "v2": "2.7_80x80_MiniFASNetV2.tflite",
     "v1se": "4_0_0_80x80_MiniFASNetV1SE.tflite",
@@ -62,7 +64,7 @@ class _Namer:
 
 
 def build_minifasnet(kind: str, activation: str = "prelu", input_norm: str = "rgb01", batch_size: int | None = 1,
-                     outputs: str = "live", dropout: float = 0.2):
+                     outputs: str = "live", dropout: float = 0.2, channels: int = 3, aux_branch: bool = False):
     """The MiniFASNet ``kind`` ("v2" or "v1se") as a Keras functional model, weights untrained.
 
     ``input_norm``: "rgb01" (the device's rgb feature) or "bgr255" (the teacher's input).
@@ -75,8 +77,8 @@ def build_minifasnet(kind: str, activation: str = "prelu", input_norm: str = "rg
 
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r}: choose one of {KINDS}")
-    if activation not in ("prelu", "relu"):
-        raise ValueError(f"activation {activation!r}: choose prelu or relu")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation {activation!r}: choose one of {ACTIVATIONS}")
     if input_norm not in ("rgb01", "bgr255"):
         raise ValueError(f"input_norm {input_norm!r}: choose rgb01 or bgr255")
     if outputs not in ("live", "both"):
@@ -86,6 +88,13 @@ def build_minifasnet(kind: str, activation: str = "prelu", input_norm: str = "rg
     def act(x, label):
         if activation == "prelu":
             return layers.PReLU(shared_axes=[1, 2], name=name(label + "_prelu"))(x)
+        if activation == "prelu_dw":
+            # PReLU(x) = a*x + relu((1-a)*x) for slopes a < 1 (every teacher slope is): two 1x1
+            # depthwise convolutions, the second with a fused ReLU, and an add. Exactly the teacher
+            # in float, and all three ops stay inside one int8 XNNPACK partition, which PRELU does not.
+            neg = layers.DepthwiseConv2D(1, use_bias=False, name=name(label + "_prelu"))(x)
+            pos = layers.DepthwiseConv2D(1, use_bias=False, activation="relu", name=f"{label}_prelu_pos")(x)
+            return layers.Add(name=f"{label}_prelu_add")([neg, pos])
         return layers.ReLU(name=f"{label}_relu")(x)
 
     def conv(x, filters, label, kernel=1, stride=1, with_act=True):
@@ -119,12 +128,16 @@ def build_minifasnet(kind: str, activation: str = "prelu", input_norm: str = "rg
         return layers.Multiply(name=f"{label}_se_mul")([y, s])
 
     # the input's name tells load_teacher_weights which convention to fold into conv1
-    inp = keras.Input((SIZE, SIZE, 3), batch_size=batch_size, name="rgb" if input_norm == "rgb01" else "bgr255")
+    # channels beyond the first 3 (ELA, wavelet residual) enter the first convolution; their
+    # weights start at zero (load_teacher_weights), so the model starts as the teacher
+    inp = keras.Input((SIZE, SIZE, channels), batch_size=batch_size, name="rgb" if input_norm == "rgb01" else "bgr255")
     x = conv(inp, 32, "conv1", kernel=3, stride=2)
     x = dwconv(x, "conv2_dw")
     for down, stage in (("conv_23", "conv_3"), ("conv_34", "conv_4"), ("conv_45", "conv_5")):
         mid, out = _DOWN[down]
         x = depth_wise(x, mid, out, down, stride=2)
+        if down == "conv_34" and channels > 3 and aux_branch:
+            x = _aux_branch(inp, x, layers)
         mids = _STAGES[kind][stage]
         for i, m in enumerate(mids):
             se = kind == "v1se" and i == len(mids) - 1
@@ -139,6 +152,20 @@ def build_minifasnet(kind: str, activation: str = "prelu", input_norm: str = "rg
     if outputs == "both":
         outs = [live, layers.Dense(3, use_bias=False, name=name("teacher_logits"))(emb)]
     return keras.Model(inp, outs, name=f"minifasnet_{kind}_{activation}")
+
+
+def _aux_branch(inp, x, layers):
+    """A small CNN over every input channel (ELA, wavelet residual beside RGB) added to the 10x10 features.
+
+    Its last 1x1 convolution starts at zero, so the model starts as the teacher; training decides
+    what the forensic channels add. Ops: convolutions with fused ReLU and one add (one int8 partition).
+    """
+    a = inp
+    for i, width in enumerate((16, 32, 48)):
+        a = layers.ZeroPadding2D(1, name=f"aux_{i}_pad")(a)
+        a = layers.Conv2D(width, 3, strides=2, activation="relu", name=f"aux_{i}")(a)
+    a = layers.Conv2D(x.shape[-1], 1, kernel_initializer="zeros", name="aux_out")(a)
+    return layers.Add(name="aux_add")([x, a])
 
 
 def teacher_tensors(tflite_path: str | Path) -> list[tuple[str, list[np.ndarray]]]:
@@ -167,7 +194,7 @@ def load_teacher_weights(model, tflite_path: str | Path) -> None:
 
     ops = teacher_tensors(tflite_path)
     weighted = sorted((l for l in model.layers if l.name[:3].isdigit()), key=lambda l: l.name)
-    relu = not any(isinstance(l, layers.PReLU) for l in weighted)
+    relu = not any(l.name.endswith("_prelu") for l in weighted)
     if relu:
         ops = [o for o in ops if o[0] != "PRELU"]
     rgb01 = model.layers[0].name == "rgb"
@@ -188,9 +215,18 @@ def load_teacher_weights(model, tflite_path: str | Path) -> None:
             kernel, bias = w[0].transpose(1, 2, 3, 0), w[1]  # OHWI -> HWIO
             if layer.name.endswith("_conv1") and rgb01:
                 kernel = kernel[:, :, ::-1, :] * np.float32(255.0)  # RGB x/255 in, BGR 0..255 seen
+            if layer.name.endswith("_conv1") and want[0][2] > kernel.shape[2]:
+                extra = np.zeros(kernel.shape[:2] + (want[0][2] - kernel.shape[2], kernel.shape[3]), np.float32)
+                kernel = np.concatenate([kernel, extra], axis=2)
             new = [kernel, bias]
         elif op == "DEPTHWISE_CONV_2D":
             new = [w[0][0][..., None], w[1]]  # 1HWC -> HWC1
+        elif op == "PRELU" and isinstance(layer, layers.DepthwiseConv2D):  # prelu_dw: slope a, then 1 - a
+            a = w[0].reshape(-1).astype(np.float32)
+            if a.max() >= 1:
+                raise ValueError(f"{tflite_path}: a PReLU slope >= 1 in {layer.name}; prelu_dw needs slopes < 1")
+            model.get_layer(layer.name[4:] + "_pos").set_weights([(1 - a).reshape(want[0])])
+            new = [a.reshape(want[0])]
         elif op == "PRELU":
             new = [w[0].reshape(want[0])]
         else:  # FULLY_CONNECTED: (out, in) -> (in, out)

@@ -335,7 +335,8 @@ class Crops:
     def __init__(self, path: Path = OUT / "crops.npz", manifest: Path = OUT / "manifest.csv"):
         z = np.load(path)
         ok = z["ok"]
-        self.rows = [r for r, k in zip((read_rows(manifest)[i] for i in z["row"]), ok) if k]
+        manifest_rows = read_rows(manifest)
+        self.rows = [manifest_rows[i] for i, k in zip(z["row"], ok) if k]
         self.arrays = {k: z[k][ok] for k in z.files if "@" in k}
         self.teacher = z["teacher"][ok]
         self.face_frac = z["face_frac"][ok]
