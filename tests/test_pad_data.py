@@ -114,3 +114,35 @@ def test_a_face_cut_by_the_border_is_found_with_a_margin(detector):
     got = pad_data.detect_with_margin(tight)
     assert got is not None
     assert 0 <= got.x and got.x + got.w <= tight.shape[1] + 1e-6 and got.w > 0.5 * tight.shape[1]
+
+
+def test_calibration_threshold_is_the_domain_balanced_equal_error_point():
+    from types import SimpleNamespace
+
+    from convert.train_liveness import calibration_threshold
+
+    # domain a: 4 lives at 0.6-0.9, 4 attacks at 0.1-0.4 (separable); domain b: 100 lives and
+    # 100 attacks that overlap. Weighted per domain, b's size does not drown a.
+    rng = np.random.default_rng(0)
+    a_live, a_att = np.array([0.6, 0.7, 0.8, 0.9]), np.array([0.1, 0.2, 0.3, 0.4])
+    b_live, b_att = rng.uniform(0.3, 0.8, 100), rng.uniform(0.2, 0.7, 100)
+    scores = np.r_[a_live, a_att, b_live, b_att]
+    crops = SimpleNamespace(label=np.r_[np.ones(4), np.zeros(4), np.ones(100), np.zeros(100)].astype(np.float32),
+                            domain=np.array(["a"] * 8 + ["b"] * 200))
+    t = calibration_threshold(scores, np.arange(len(scores)), crops)
+    live, att = crops.label == 1, crops.label == 0
+    ap = np.mean([np.mean(scores[(crops.domain == d) & att] >= t) for d in ("a", "b")])
+    bp = np.mean([np.mean(scores[(crops.domain == d) & live] < t) for d in ("a", "b")])
+    assert abs(ap - bp) < 0.03
+    # a threshold that looks only at the big domain would differ; each error rate is a mean over domains
+    assert 0.4 <= t <= 0.6
+
+
+def test_calibration_threshold_on_a_tiny_pool_is_its_equal_error_score():
+    from types import SimpleNamespace
+
+    from convert.train_liveness import calibration_threshold
+
+    scores = np.array([0.2, 0.8, 0.3, 0.7])  # lives 0.2, 0.8; attacks 0.3, 0.7: at 0.7 APCER = BPCER = 1/2
+    crops = SimpleNamespace(label=np.array([1, 1, 0, 0], np.float32), domain=np.array(["a"] * 4))
+    assert calibration_threshold(scores, np.arange(4), crops) == 0.7
