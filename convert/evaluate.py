@@ -41,6 +41,7 @@ from convert import liveness_data as data
 from convert import metrics
 from convert.datasets import NUAA_SPLIT, REPO
 from convert.train_liveness import MODELS, features_of, logit, scale_rgb, sigmoid
+from edge_app.tflite_model import write_metadata
 
 PREVALENCE = 0.01
 SIM_ATTACKS = ("print_edge", "print_full", "replay_edge", "replay_full")
@@ -639,9 +640,9 @@ def main(argv: list[str] | None = None) -> int:
                 meta.setdefault("evaluation", {})["test"] = {"data": test_desc, "scored_as": "int8 model",
                                                              "figures": brief(systems[name]),
                                                              "int8_float_decision_agreement": quant[name]["agreement"]}
-                p.write_text(json.dumps(meta, indent=2) + "\n")
+                write_metadata(p, meta)
         fusion["evaluation"] = {"test": {"data": test_desc, "figures": brief(systems["fusion"])}}
-        (args.models_dir / "fusion.json").write_text(json.dumps(fusion, indent=2) + "\n")
+        write_metadata(args.models_dir / "fusion.json", fusion)
     for line in res["targets"]:
         print(line)
     return 0

@@ -33,6 +33,7 @@ from convert import metrics
 from convert.datasets import REPO
 from edge_app.copy_move import CopyMoveParams, copy_move_score
 from edge_app.keypoint_copy_move import KeypointParams, keypoint_copy_move_score
+from edge_app.tflite_model import write_metadata
 
 # copy-move pair counts that weigh as much as a CNN score of 0.5 (chosen on validation)
 HALF_PAIRS = (2, 3, 5, 8, 12, 20, 30, 50, 80)
@@ -402,7 +403,7 @@ def _update_meta(path: Path, updates: dict) -> None:
             meta[key].update(value)
         else:
             meta[key] = value
-    path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_metadata(path, meta)
 
 
 def main(argv: list[str] | None = None) -> int:

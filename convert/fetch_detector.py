@@ -10,14 +10,13 @@ committed, and nothing is downloaded on the device at run time.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from edge_app.tflite_model import file_sha256
+from edge_app.tflite_model import file_sha256, write_metadata
 
 PACKAGE = "mediapipe==0.10.14"
 MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
@@ -93,7 +92,7 @@ def fetch(models_dir: Path, wheel: Path | None = None) -> Path:
                 raise SystemExit(f"{wheel}:{MEMBER}: sha256 {digest} is not the pinned {SHA256}; refusing it")
             target.write_bytes(data)
         print(f"{target}: written from {PACKAGE}, sha256 ok")
-    (models_dir / f"{NAME}.json").write_text(json.dumps(METADATA, indent=2) + "\n")
+    write_metadata(models_dir / f"{NAME}.json", METADATA)
     return target
 
 

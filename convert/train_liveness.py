@@ -51,6 +51,7 @@ from convert import metrics
 from convert.datasets import NUAA_SPLIT, REPO
 from convert.tflite_export import to_float_tflite, to_int8_tflite, write_model
 from edge_app.features import feature_channels, model_input
+from edge_app.tflite_model import write_metadata
 
 VERSION = "0.2.0"
 SEED = 1234
@@ -471,7 +472,7 @@ def train_shipped(args) -> int:
                         "see models/reports/liveness.md for held-out test figures",
                 "figures": val_figures(scores, val, thr),
             }
-            meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+            write_metadata(meta_path, meta)
         agree = float(np.mean((s8 >= thr) == (sf >= thr)))
         print(f"[{name}] threshold {thr:.4f} (per source {per}); int8/float validation decision agreement {agree:.4f}",
               file=sys.stderr)
@@ -502,7 +503,7 @@ def train_shipped(args) -> int:
             "produced_by": "python -m convert.train_liveness",
             "version": VERSION,
         }
-        (args.models_dir / "fusion.json").write_text(json.dumps(fusion, indent=2) + "\n")
+        write_metadata(args.models_dir / "fusion.json", fusion)
         print(f"fusion weights {fusion['weights']} bias {bias:.3f} threshold {thr:.4f}", file=sys.stderr)
     print(f"total training + export {time.time() - started:.0f}s", file=sys.stderr)
     return 0

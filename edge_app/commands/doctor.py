@@ -111,11 +111,12 @@ def check_models(cfg: Config) -> list[Result]:
             ok = False
             continue
         results.append(Result("models", "PASS", f"{name} {model.version}: sha256 "
-                              f"{model.metadata['sha256'][:12]}... and input spec verified ({model.path})"))
+                              f"{model.metadata['sha256'][:12]}..., metadata seal and input spec verified ({model.path})"))
     if ok:
         try:
             scorer = load_scorer(models_dir, cfg.liveness.models)
-            results.append(Result("models", "PASS", f"liveness fusion: threshold {scorer.threshold:.4f} from {scorer.fusion.source}"))
+            results.append(Result("models", "PASS", f"liveness fusion: threshold {scorer.threshold:.4f} from "
+                                  f"{scorer.fusion.source} (sealed, in range, fitted on these models)"))
         except ModelError as exc:
             results.append(Result("models", "FAIL", f"liveness fusion: {exc}"))
     return results
