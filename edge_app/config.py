@@ -142,7 +142,7 @@ class ForensicsConfig:
     threads: int = 1
     threshold: float = 0.0  # 0: the calibrated threshold in the model's metadata
     max_bytes: int = 50_000_000  # encoded images larger than this are refused unread
-    max_pixels: int = 40_000_000  # decoded size above this is refused before decoding
+    max_pixels: int = 12_500_000  # decoded size above this is refused before decoding (sized for a 512 MB Pi)
     analysis_max_pixels: int = 4_000_000  # above this: downscale (weakens JPEG traces) or refuse
     oversize: str = "downscale"  # downscale | refuse
 

@@ -49,15 +49,15 @@ def decide(window: list[Observation], threshold: float, min_frames: int, margin:
     base = dict(threshold=threshold, box=last.box, frames=len(window), frame_seq=last.frame_seq)
     # Every comparison with NaN is false, so each number is checked before any comparison and
     # `live` is reached only through comparisons that hold: a bad number ends in `error`.
-    if not (_is_number(threshold) and 0.0 < threshold < 1.0):
-        return Decision("error", reason=f"threshold {threshold!r} is not a probability", **base)
-    if not (_is_number(margin) and margin >= 0.0) or not (isinstance(min_frames, int) and min_frames >= 1):
-        return Decision("error", reason=f"bad decision settings (margin {margin!r}, min_frames {min_frames!r})", **base)
     valid = [o for o in window if o.fused is not None]
     failed = [o for o in window if o.fused is None]
     if not valid:
         reasons = sorted({o.reason for o in failed if o.reason})
         return Decision("error", reason="; ".join(reasons) or "no valid frame", **base)
+    if not (_is_number(threshold) and 0.0 < threshold < 1.0):
+        return Decision("error", reason=f"threshold {threshold!r} is not a probability", **base)
+    if not (_is_number(margin) and margin >= 0.0) or not (isinstance(min_frames, int) and min_frames >= 1):
+        return Decision("error", reason=f"bad decision settings (margin {margin!r}, min_frames {min_frames!r})", **base)
     bad = [o for o in valid if not _is_probability(o.fused) or not all(map(_is_probability, o.scores.values()))]
     if bad:
         return Decision("error", reason=f"{len(bad)} frame(s) with a score that is not a finite probability", **base)

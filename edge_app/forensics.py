@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from edge_app.copy_move import CopyMove, CopyMoveParams, copy_move_score, find_copy_move
 from edge_app.keypoint_copy_move import (KeypointCopyMove, KeypointParams, find_keypoint_copy_move,
                                          keypoint_copy_move_score)
+from edge_app.images import MAX_PIXELS, ImageLoadError, decode, probe, read_image_file
 from edge_app.ela import ELA_QUALITY, error_level_display, error_level_normalized
 from edge_app.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
 
@@ -281,42 +282,29 @@ def open_image(source: str | Path | bytes, max_pixels: int, analysis_max_pixels:
     Every problem is a ``ForensicsError`` naming the input.
     """
     label = name or (str(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "image data")
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ForensicsError(f"{label}: empty (0 bytes)")
-        fp = io.BytesIO(bytes(source))
-    else:
-        fp = Path(source)
-        if fp.is_dir():
-            raise ForensicsError(f"{label}: is a directory, not an image")
-        if not fp.exists():
-            raise ForensicsError(f"{label}: no such file")
+    # the strict reader and decoder of edge_app.images: regular files only, header-checked
+    # dimensions, decoder warnings as errors, every decoder exception a per-image error
     try:
-        with Image.open(fp) as im:
-            w, h = im.size
-            fmt = im.format or "unknown"
-            if w * h > max_pixels:
-                raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the "
-                                     f"{max_pixels / 1e6:.1f} MP limit; refused")
-            if w * h > analysis_max_pixels and oversize == "refuse":
-                raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the analysis "
-                                     f"limit of {analysis_max_pixels / 1e6:.1f} MP (forensics.oversize = refuse)")
-            q = estimate_jpeg_quality(getattr(im, "quantization", None)) if fmt == "JPEG" else None
-            im.load()  # decode now: truncation is reported here
-            rgb_im = im.convert("RGB")
-    except ForensicsError:
-        raise
-    except UnidentifiedImageError:
-        raise ForensicsError(f"{label}: not an image file (Pillow cannot identify it)") from None
-    except Image.DecompressionBombError as exc:
-        raise ForensicsError(f"{label}: refused as a decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ForensicsError(f"{label}: corrupt or truncated image data ({exc})") from None
-    loaded = LoadedImage(np.asarray(rgb_im), w, h, fmt, q[0] if q else None, q[1] if q else None)
+        data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else read_image_file(source)
+        if not data:
+            raise ForensicsError(f"{label}: empty (0 bytes)")
+        w, h, fmt = probe(data, label)
+        if w * h > max_pixels:
+            raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the "
+                                 f"{max_pixels / 1e6:.1f} MP limit; refused")
+        if w * h > analysis_max_pixels and oversize == "refuse":
+            raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the analysis "
+                                 f"limit of {analysis_max_pixels / 1e6:.1f} MP (forensics.oversize = refuse)")
+        decoded = decode(data, label, max_pixels)
+    except ImageLoadError as exc:
+        raise ForensicsError(str(exc)) from None
+    del data
+    q = estimate_jpeg_quality(decoded.quantization) if fmt == "JPEG" else None
+    loaded = LoadedImage(decoded.rgb, w, h, fmt, q[0] if q else None, q[1] if q else None)
     if w * h > analysis_max_pixels:
         f = (analysis_max_pixels / (w * h)) ** 0.5
         nw, nh = max(MIN_SIDE, int(w * f)), max(MIN_SIDE, int(h * f))
-        loaded.rgb = np.asarray(rgb_im.resize((nw, nh), Image.Resampling.LANCZOS))
+        loaded.rgb = np.asarray(Image.fromarray(decoded.rgb).resize((nw, nh), Image.Resampling.LANCZOS))
         loaded.downscaled_from = (w, h)
     if min(loaded.rgb.shape[:2]) < MIN_SIDE:
         raise ForensicsError(f"{label}: image is {w}x{h}; forensics needs at least {MIN_SIDE}x{MIN_SIDE} pixels")
@@ -522,7 +510,7 @@ def error_dict(message: str) -> dict:
     return {"verdict": "error", "error": message, "score": None}
 
 
-def check_image(source: str | Path | bytes, analyzer: ForensicsAnalyzer, *, max_pixels: int = 40_000_000,
+def check_image(source: str | Path | bytes, analyzer: ForensicsAnalyzer, *, max_pixels: int = MAX_PIXELS,
                 analysis_max_pixels: int = 4_000_000, oversize: str = "downscale",
                 name: str = "") -> tuple[dict, LoadedImage | None, Analysis | None]:
     """(result dict, image, analysis); bad input gives verdict "error" and Nones."""

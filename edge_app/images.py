@@ -1,36 +1,161 @@
-"""Reading still images with clear errors: the one place a file becomes an RGB array."""
+"""Reading still images with clear errors: the one place a file becomes an RGB array.
+
+Decoding is strict, because a damaged image is not evidence: a decoder warning is an error
+(libjpeg's "Corrupt JPEG data" through ``edge_app.jpeg_strict``, Pillow's Python warnings,
+PNG chunk CRCs), only the formats in ``FORMATS`` are tried whatever the name says, and any
+exception a decoder raises becomes an ``ImageLoadError`` for that one file.
+
+Memory is bounded before anything is decoded: only regular files are read (a FIFO would
+block forever, a device never end), at most ``MAX_FILE_BYTES``, and the dimensions the header
+declares are checked against ``MAX_PIXELS``, so a 600-byte file declaring 6000x6000 is
+refused unread.
+"""
 
 from __future__ import annotations
 
+import io
+import logging
+import os
+import stat
+import threading
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from edge_app import jpeg_strict
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-MAX_PIXELS = 40_000_000  # beyond this a still is refused rather than exhausting a Pi's memory
+# The decoders tried, whatever the file is called (MPO: phone JPEGs with a second image).
+FORMATS = ("JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF")
+# Sized for a 512 MB Pi: Pillow holds RGB at 4 bytes a pixel and the array copy takes 3 more,
+# so 12.5 MP (a 12 MP phone or Pi camera still) peaks near 90 MB above the process' own
+# ~150 MB; see the report of issue 15 for the measured peaks.
+MAX_PIXELS = 12_500_000
+MAX_FILE_BYTES = 50_000_000
+_SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFSOCK: "a socket"}
+# warnings.catch_warnings swaps process-wide state: two threads decoding at once (camera
+# loop and MQTT check_image) must not interleave it, or a filter would leak.
+_DECODE_LOCK = threading.Lock()
 
 
 class ImageLoadError(ValueError):
     """The file is not a usable image; the message names it and says why."""
 
 
-def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # (H, W, 3) uint8
+    width: int
+    height: int
+    format: str
+    quantization: dict | None = None  # JPEG quantization tables, for a quality estimate
+
+
+def read_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, refusing anything else with a message that says what it is."""
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > max_pixels:
-                raise ImageLoadError(f"{path}: image is {im.width}x{im.height}, over the {max_pixels} pixel limit")
-            im.load()  # decode now so truncation is reported here, not later
-            return np.asarray(im.convert("RGB"))
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ImageLoadError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageLoadError(f"{path}: is a directory, not an image") from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not an image file (Pillow cannot identify it)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except PermissionError:
+        raise ImageLoadError(f"{path}: not readable by this user (permission denied)") from None
     except OSError as exc:
-        # Pillow raises OSError for truncated or corrupt image data
-        raise ImageLoadError(f"{path}: corrupt or truncated image data ({exc})") from None
+        if exc.errno == 40:  # ELOOP
+            raise ImageLoadError(f"{path}: symbolic link loop") from None
+        raise ImageLoadError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageLoadError(f"{path}: is a directory, not an image")
+        if not stat.S_ISREG(st.st_mode):
+            what = _SPECIAL.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise ImageLoadError(f"{path}: is {what}, not a regular file; refused")
+        if st.st_size == 0:
+            raise ImageLoadError(f"{path}: empty file (0 bytes)")
+        if st.st_size > max_bytes:
+            raise ImageLoadError(f"{path}: {st.st_size} bytes, over the {max_bytes}-byte limit; refused unread")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    except ImageLoadError:
+        raise
+    except OSError as exc:
+        raise ImageLoadError(f"{path}: read failed ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageLoadError(f"{path}: grew past the {max_bytes}-byte limit while read; refused")
+    return data
+
+
+def probe(data: bytes, label: str) -> tuple[int, int, str]:
+    """(width, height, format) from the header alone; nothing is decoded."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+            return im.width, im.height, im.format or "unknown"
+    except Exception as exc:  # any decoder failure is a problem with this one file
+        raise _load_error(label, exc) from None
+
+
+def decode(data: bytes, label: str, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode encoded image bytes to RGB, strictly, within ``max_pixels``."""
+    if not data:
+        raise ImageLoadError(f"{label}: empty (0 bytes)")
+    with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+                w, h, fmt = im.width, im.height, im.format or "unknown"
+                if w < 1 or h < 1:
+                    raise ImageLoadError(f"{label}: image declares {w}x{h} pixels")
+                if w * h > max_pixels:
+                    raise ImageLoadError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the "
+                                         f"{max_pixels / 1e6:.1f} MP limit; refused before decoding")
+                if fmt in ("JPEG", "MPO"):
+                    problem = jpeg_strict.check(data)
+                    if problem:
+                        raise ImageLoadError(f"{label}: corrupt JPEG data ({problem})")
+                elif fmt == "PNG":
+                    _verify(data)  # chunk CRCs: Pillow checks them only in verify()
+                quantization = {k: list(v) for k, v in getattr(im, "quantization", {}).items()} or None
+                im.load()  # decode now so truncation is reported here, not later
+                if caught:
+                    raise ImageLoadError(f"{label}: decoder warning: {caught[0].message}")
+                rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+        except ImageLoadError:
+            raise
+        except Exception as exc:  # Pillow raises many types for bad data; each stays this file's error
+            raise _load_error(label, exc) from None
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ImageLoadError(f"{label}: decoded to an unexpected array {rgb.shape} {rgb.dtype}")
+    return DecodedImage(rgb, w, h, fmt, quantization)
+
+
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
+    path = Path(path)
+    return decode(read_image_file(path, max_bytes), str(path), max_pixels).rgb
+
+
+def _verify(data: bytes) -> None:
+    with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
+        im.verify()
+
+
+def _load_error(label: str, exc: BaseException) -> ImageLoadError:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageLoadError(f"{label}: not an image file of a supported format ({', '.join(FORMATS)})")
+    if isinstance(exc, Image.DecompressionBombError):
+        return ImageLoadError(f"{label}: refused as a decompression bomb ({exc})")
+    if isinstance(exc, MemoryError):
+        return ImageLoadError(f"{label}: not enough memory to decode it")
+    return ImageLoadError(f"{label}: corrupt or truncated image data ({type(exc).__name__}: {exc})")
