@@ -15,6 +15,8 @@ deletes. SQLite serialises writers anyway; the lock keeps the Python-side counte
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sqlite3
 import threading
 import time
@@ -79,7 +81,9 @@ class Spool:
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # events name decisions and people's comings and goings: owner-only, whoever starts us
+            # (systemd's StateDirectoryMode does this for the service; a hand start must too)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise SpoolError(f"spool {self.path}: cannot create its directory ({exc})") from None
         try:
@@ -102,6 +106,12 @@ class Spool:
                 raise SpoolError(f"spool {self.path}: cannot open ({exc2})") from None
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite's -wal/-shm copy its mode
+            if stat.S_IMODE(os.stat(self.path).st_mode) & 0o077:
+                os.chmod(self.path, 0o600)
+        except OSError as exc:  # not ours to change, or unreadable: sqlite3 says which below
+            log.warning("spool %s: cannot make it owner-only (%s)", self.path, exc.strerror or exc)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         try:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edge_app.commands import add_common, config_from_args
 from edge_app.forensics import check_image, load_analyzer, render_heatmap
-from edge_app.stills import expand_paths
+from edge_app.stills import expand_paths, printable
 from edge_app.tflite_model import ModelError
 
 
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                         detail += f"; JPEG q~{src['jpeg_quality_estimate']}"
                     for note in result["notes"]:
                         detail += f"; {note}"
-                print(f"{path}\t{verdict}\t{score or '-'}\t{detail}", flush=True)
+                print(f"{printable(path)}\t{verdict}\t{score or '-'}\t{printable(detail)}", flush=True)
             if writer:
                 writer.writerow([str(path), score, verdict])
     finally:
