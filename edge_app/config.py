@@ -94,6 +94,9 @@ class MqttConfig:
     spool_max_events: int = 100_000
     health_interval_s: float = 30.0
     discovery_prefix: str = "homeassistant"
+    # MQTT 5 response topics are honoured only under <base>/verify/result or
+    # <base>/check_image/result, or under this prefix when set (e.g. "doors/replies")
+    reply_prefix: str = ""
     discovery: bool = True
     # reconnect backoff: the first retry waits reconnect_min_s, each next one twice as long, capped
     reconnect_min_s: float = 1.0

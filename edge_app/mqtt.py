@@ -425,8 +425,14 @@ class MqttPublisher:
         if not 0 < cfg.reconnect_min_s <= cfg.reconnect_max_s:
             raise ConfigError(f"mqtt.reconnect_min_s / mqtt.reconnect_max_s: need 0 < min <= max, got "
                               f"{cfg.reconnect_min_s} and {cfg.reconnect_max_s}")
-        if cfg.keepalive_s < 5:
-            raise ConfigError(f"mqtt.keepalive_s: at least 5 seconds, got {cfg.keepalive_s}")
+        if not 5 <= cfg.keepalive_s <= 65535:
+            raise ConfigError(f"mqtt.keepalive_s: between 5 and 65535 seconds, got {cfg.keepalive_s}")
+        if cfg.reply_prefix:
+            validate_topic(cfg.reply_prefix, "mqtt.reply_prefix")
+            if cfg.reply_prefix.split("/")[0] in (cfg.discovery_prefix, "$SYS") or \
+                    self.topics.base.startswith(cfg.reply_prefix + "/") or self.topics.base == cfg.reply_prefix:
+                raise ConfigError(f"mqtt.reply_prefix: {cfg.reply_prefix!r} would cover the device's own or "
+                                  f"Home Assistant's topics; pick a prefix of its own, e.g. 'doors/replies'")
         self._v5 = cfg.protocol == "5"
         self._password = read_password(cfg)
         self._tls = tls_context(cfg) if cfg.tls else None
@@ -703,7 +709,8 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:
-        # A malformed command must never take the network thread down with it.
+        # A malformed command must never take the network thread down with it, and still gets
+        # an answer (docs/mqtt.md promises one for every request).
         try:
             if msg.topic == self.topics.cmd_verify:
                 self._on_verify(msg)
@@ -713,8 +720,18 @@ class MqttPublisher:
                 if msg.payload.strip() == ONLINE.encode():
                     log.info("Home Assistant is online: re-publishing discovery")
                     self._publish_discovery()
-        except Exception:
+        except Exception as exc:
             log.exception("MQTT command on %s failed", msg.topic)
+            answers = {self.topics.cmd_verify: ("verify_result", self.topics.verify_result, "event"),
+                       self.topics.cmd_check_image: ("check_image_result", self.topics.check_image_result, "result")}
+            if msg.topic in answers:
+                kind, fallback, field_name = answers[msg.topic]
+                try:
+                    route = self._route(msg, fallback)
+                    self._reply(route, kind, None, "error", error=f"request failed: {type(exc).__name__}",
+                                **{field_name: None})
+                except Exception:
+                    log.exception("MQTT error reply on %s failed", fallback)
 
     def _publish_discovery(self) -> None:
         for topic, config in self._discovery.items():
@@ -831,10 +848,27 @@ class MqttPublisher:
         response = getattr(incoming, "ResponseTopic", None) if incoming is not None else None
         if response:
             try:
-                return _Route(validate_topic(response, "response topic"), props, correlation)
+                topic = validate_topic(response, "response topic")
             except ConfigError as exc:
                 return _Route(fallback, props, correlation, problem=str(exc))
+            if not self._reply_allowed(topic, fallback):
+                # A requester must not make the device publish where it may not itself: on the
+                # device's events, state or availability, another device's topics, discovery.
+                log.warning("MQTT request on %s asked for a reply on %r, outside the allowed reply topics; "
+                            "answered with an error on %s", msg.topic, topic[:200], fallback)
+                return _Route(fallback, props, correlation,
+                              problem=f"response topic {topic[:200]!r} refused: replies go only to {fallback} "
+                                      f"or below it{self._prefix_note()}")
+            return _Route(topic, props, correlation)
         return _Route(fallback, props, correlation)
+
+    def _reply_allowed(self, topic: str, fallback: str) -> bool:
+        prefix = self.cfg.reply_prefix
+        return (topic == fallback or topic.startswith(fallback + "/")
+                or bool(prefix) and (topic == prefix or topic.startswith(prefix + "/")))
+
+    def _prefix_note(self) -> str:
+        return f" or under mqtt.reply_prefix {self.cfg.reply_prefix}" if self.cfg.reply_prefix else ""
 
     def _reply(self, route: _Route, kind: str, request_id, status: str, *, error: str | None = None,
                **extra) -> None:
@@ -869,12 +903,19 @@ class MqttPublisher:
             raise _BadRequest("request is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise _BadRequest(f"request is not valid JSON ({exc.msg} at character {exc.pos})") from None
+        except RecursionError:
+            raise _BadRequest("request JSON is nested too deeply") from None
         if not isinstance(body, dict):
             raise _BadRequest(f"request must be a JSON object, got {type(body).__name__}")
         rid = body.get("request_id")
         if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))
                                 or len(str(rid)) > MAX_REQUEST_ID):
             raise _BadRequest(f"request_id must be a string or integer of at most {MAX_REQUEST_ID} characters")
+        if isinstance(rid, str):
+            try:
+                rid.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\\ud800") cannot go back out as UTF-8
+                raise _BadRequest("request_id is not valid Unicode (a lone surrogate escape)") from None
         return body
 
     def _on_verify(self, msg) -> None:
