@@ -53,7 +53,7 @@ from paho.mqtt.properties import Properties
 from edge_app import __version__
 from edge_app.config import Config, ConfigError, MqttConfig
 from edge_app.events import DECISIONS, SCHEMA_VERSION
-from edge_app.spool import Spool, SpoolError
+from edge_app.spool import RateLimitedLog, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ RESEND_STALL_S = 30.0  # after a reconnect, how long new events wait behind paho
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_ID = 128
+# Events kept in memory while the spool cannot be written (a full disk): beyond this the oldest
+# are dropped, counted in spool_dropped and logged. About 1 KB each.
+MEMORY_EVENTS = 1000
 CPU_TEMP_PATH = "/sys/class/thermal/thermal_zone0/temp"
 
 # The command-line flag that sets each key, so a bad value is traced to where it came from.
@@ -459,7 +462,11 @@ class MqttPublisher:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._acks: collections.deque = collections.deque()  # (mid, reason code) from paho's thread
-        self._unspooled: collections.deque = collections.deque(maxlen=1000)  # only when the spool fails
+        # (event_id, payload, seq) not in the spool because it could not be written; all newer than
+        # every spooled event (while it holds any, new events queue behind it), so order holds
+        self._memory: collections.deque = collections.deque()
+        self._memory_dropped = 0
+        self._spool_log = RateLimitedLog(log)
         self._incoming: collections.deque = collections.deque()  # from the camera thread, not yet spooled
         self._depth_lock = threading.Lock()
         # sender-thread state
@@ -530,7 +537,7 @@ class MqttPublisher:
         doc.update(health or {})
         doc.update({
             "spool_depth": self.spool_depth(),
-            "spool_dropped": self.spool.dropped(),
+            "spool_dropped": self.spool.dropped() + self._memory_dropped,
             "events_sent": self._sent,
             "uptime_s": round(time.monotonic() - self._started_at, 1),
             "cpu_temp_c": read_cpu_temp_c(),
@@ -555,7 +562,7 @@ class MqttPublisher:
         # the lock covers the hand-over from the queue to the spool's reservation; it is never
         # held across the commit, and the spool swaps its stored/reserved counts as one
         with self._depth_lock:
-            return len(self._incoming) + self.spool.depth()
+            return len(self._incoming) + len(self._memory) + self.spool.depth()
 
     @property
     def connected(self) -> bool:
@@ -576,7 +583,7 @@ class MqttPublisher:
         self._stopped = True
         deadline = time.monotonic() + timeout
         if self._started:
-            while (self._incoming or (self._connected.is_set() and self.spool.depth() > 0)) \
+            while (self._incoming or (self._connected.is_set() and (self.spool.depth() > 0 or self._memory))) \
                     and time.monotonic() < deadline:
                 self._wake.set()
                 time.sleep(0.02)
@@ -598,6 +605,7 @@ class MqttPublisher:
             self._connected.clear()
         self._stopping.set()
         self._spool_incoming()  # whatever the sender did not get to: never lost on a clean stop
+        self._save_memory_at_stop()
         left = self.spool.depth()
         if left:
             log.info("MQTT stopped; %d events stay in the spool %s for the next start", left, self.spool.path)
@@ -777,19 +785,52 @@ class MqttPublisher:
             batch = []
             while self._incoming:
                 batch.append(self._incoming.popleft())
+            if self._memory:
+                # events held in memory go first, and new ones queue behind them: order holds
+                self._memory.extend(batch)
+                batch = list(self._memory)
+                self._memory.clear()
             if not batch:
                 return
             self.spool.reserve(len(batch))  # still counted while the commit runs
         try:
             self.spool.put_many(batch, state=batch[-1][1])
-        except SpoolError as exc:
-            # Durability is gone, delivery need not be: keep them in memory and say so.
-            log.error("%s; publishing without the spool", exc)
-            self._unspooled.extend(payload for _, payload, _ in batch)
-        except Exception as exc:  # the spool was closed by stop(), or a bug: log, never crash the sender
-            log.error("%d event(s) not spooled: %s", len(batch), exc)
+            if self._spool_log._held or self._memory_dropped:
+                log.info("spool %s writable again: %d event(s) kept in memory are now spooled", self.spool.path,
+                         len(batch))
+        except Exception as exc:  # SpoolError (a full disk), the spool closed by stop(), or a bug
+            # Durability is gone, delivery need not be: keep them in memory, bounded, and say so.
+            with self._depth_lock:
+                self._memory.extendleft(reversed(batch))
+                over = len(self._memory) - MEMORY_EVENTS
+                lost = [self._memory.popleft() for _ in range(max(0, over))]
+            self._memory_dropped += len(lost)
+            self._spool_log(logging.ERROR, "%s; %d event(s) held in memory (at most %d) and published from there%s",
+                            exc if isinstance(exc, SpoolError) else f"events not spooled: {exc!r}",
+                            len(self._memory), MEMORY_EVENTS,
+                            f"; {self._memory_dropped} dropped so far (oldest first, counted in spool_dropped)"
+                            if self._memory_dropped else "")
         finally:
             self.spool.reserve(0)
+
+    def _save_memory_at_stop(self) -> None:
+        """A clean stop with events still in memory: store what the spool takes, name the rest."""
+        saved = 0
+        while self._memory:
+            try:
+                self.spool.put_many([self._memory[0]])
+            except Exception:
+                break
+            self._memory.popleft()
+            saved += 1
+        if self._memory_dropped or self._memory:
+            lost = list(self._memory)
+            seqs = [seq for _, _, seq in lost if isinstance(seq, int)]
+            log.error("MQTT stopped with the spool unwritable: %d event(s) saved at the last moment, %d lost now%s%s, "
+                      "%d dropped earlier from the memory queue",
+                      saved, len(lost), f" (seq {min(seqs)}..{max(seqs)})" if seqs else "",
+                      ": " + ", ".join(e for e, _, _ in lost) if lost else "", self._memory_dropped)
+            self._memory.clear()
 
     def _process_acks(self) -> None:
         delivered, refused, why = [], [], ""
@@ -809,12 +850,18 @@ class MqttPublisher:
             self.spool.drop(refused, why)
 
     def _hand_events(self) -> None:
-        while self._unspooled and self._connected.is_set():
-            self._client.publish(self.topics.events, self._unspooled.popleft(), qos=1)
         room = EVENT_WINDOW - len(self._inflight)
         if room <= 0:
             return
-        for row in self.spool.pending(self._cursor, room):
+        rows = self.spool.pending(self._cursor, room)
+        if not rows:
+            # every spooled event is out: the memory-held ones are newer, their turn now
+            while self._memory and room > 0 and self._connected.is_set():
+                with self._depth_lock:
+                    _, payload, _ = self._memory.popleft()
+                self._client.publish(self.topics.events, payload, qos=1)
+                room -= 1
+        for row in rows:
             self._cursor = row.row_id
             try:
                 info = self._client.publish(self.topics.events, row.payload, qos=1)

@@ -40,6 +40,26 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+class RateLimitedLog:
+    """One log line per ``interval_s`` for a repeating problem, then a count of the ones held back:
+    a full disk for an hour is a handful of lines, not one per event."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
+        self.logger, self.interval_s = logger, interval_s
+        self._last = -float("inf")
+        self._held = 0
+
+    def __call__(self, level: int, msg: str, *args) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._held += 1
+            return
+        if self._held:
+            msg += f" ({self._held} more like this in the last {now - self._last:.0f} s not logged)"
+        self._last, self._held = now, 0
+        self.logger.log(level, msg, *args)
+
+
 class SpoolError(RuntimeError):
     """The spool file cannot be opened or written; the message names the file."""
 
@@ -61,6 +81,7 @@ class Spool:
         self.path = Path(path)
         self.max_events = max_events
         self._lock = threading.Lock()
+        self._full_log = RateLimitedLog(log)
         self._db = self._open(synchronous)
         with self._lock:
             self._depth = self._db.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -189,8 +210,8 @@ class Spool:
             self._count = (self._depth, 0)
             if dropped:
                 self._dropped += dropped
-                log.warning("spool %s full (%d events): dropped the %d oldest, %d dropped in total",
-                            self.path, self.max_events, dropped, self._dropped)
+                self._full_log(logging.WARNING, "spool %s full (%d events): dropped the %d oldest, %d dropped in total",
+                               self.path, self.max_events, dropped, self._dropped)
             return rows
 
     # -- the sender side ----------------------------------------------------------------------
