@@ -24,6 +24,7 @@ MQTT layer: it never raises for bad input.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -37,7 +38,7 @@ from PIL import Image, ImageDraw
 from edge_app.copy_move import CopyMove, CopyMoveParams, copy_move_score, find_copy_move
 from edge_app.keypoint_copy_move import (KeypointCopyMove, KeypointParams, find_keypoint_copy_move,
                                          keypoint_copy_move_score)
-from edge_app.images import MAX_PIXELS, ImageLoadError, decode, probe, read_image_file
+from edge_app.images import MAX_PIXELS, ImageLoadError, decode, open_image_file, probe
 from edge_app.ela import ELA_QUALITY, error_level_display, error_level_normalized
 from edge_app.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
 
@@ -285,20 +286,23 @@ def open_image(source: str | Path | bytes, max_pixels: int, analysis_max_pixels:
     # the strict reader and decoder of edge_app.images: regular files only, header-checked
     # dimensions, decoder warnings as errors, every decoder exception a per-image error
     try:
-        data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else read_image_file(source)
-        if not data:
-            raise ForensicsError(f"{label}: empty (0 bytes)")
-        w, h, fmt = probe(data, label)
-        if w * h > max_pixels:
-            raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the "
-                                 f"{max_pixels / 1e6:.1f} MP limit; refused")
-        if w * h > analysis_max_pixels and oversize == "refuse":
-            raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the analysis "
-                                 f"limit of {analysis_max_pixels / 1e6:.1f} MP (forensics.oversize = refuse)")
-        decoded = decode(data, label, max_pixels)
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise ForensicsError(f"{label}: empty (0 bytes)")
+            opened = contextlib.nullcontext(io.BytesIO(bytes(source)))
+        else:
+            opened = open_image_file(source)
+        with opened as fp:
+            w, h, fmt = probe(fp, label)
+            if w * h > max_pixels:
+                raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the "
+                                     f"{max_pixels / 1e6:.1f} MP limit; refused")
+            if w * h > analysis_max_pixels and oversize == "refuse":
+                raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the analysis "
+                                     f"limit of {analysis_max_pixels / 1e6:.1f} MP (forensics.oversize = refuse)")
+            decoded = decode(fp, label, max_pixels)
     except ImageLoadError as exc:
         raise ForensicsError(str(exc)) from None
-    del data
     q = estimate_jpeg_quality(decoded.quantization) if fmt == "JPEG" else None
     loaded = LoadedImage(decoded.rgb, w, h, fmt, q[0] if q else None, q[1] if q else None)
     if w * h > analysis_max_pixels:

@@ -21,6 +21,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -30,8 +31,9 @@ from edge_app import jpeg_strict
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-# The decoders tried, whatever the file is called (MPO: phone JPEGs with a second image).
-FORMATS = ("JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF")
+# The decoders tried, whatever the file is called (phone JPEGs with a second image open as
+# JPEG and come back as format "MPO").
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF")
 # Sized for a 512 MB Pi: Pillow holds RGB at 4 bytes a pixel and the array copy takes 3 more,
 # so 12.5 MP (a 12 MP phone or Pi camera still) peaks near 90 MB above the process' own
 # ~150 MB; see the report of issue 15 for the measured peaks.
@@ -59,6 +61,15 @@ class DecodedImage:
 
 def read_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of a regular file, refusing anything else with a message that says what it is."""
+    with open_image_file(path, max_bytes) as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageLoadError(f"{path}: grew past the {max_bytes}-byte limit while read; refused")
+    return data
+
+
+def open_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> BinaryIO:
+    """A regular file opened for reading, within ``max_bytes``; anything else refused, said as what it is."""
     path = Path(path)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
@@ -83,48 +94,51 @@ def read_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         if st.st_size > max_bytes:
             raise ImageLoadError(f"{path}: {st.st_size} bytes, over the {max_bytes}-byte limit; refused unread")
         os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(max_bytes + 1)
+        return os.fdopen(fd, "rb")
     except ImageLoadError:
+        os.close(fd)
         raise
     except OSError as exc:
-        raise ImageLoadError(f"{path}: read failed ({exc.strerror or exc})") from None
-    finally:
         os.close(fd)
-    if len(data) > max_bytes:
-        raise ImageLoadError(f"{path}: grew past the {max_bytes}-byte limit while read; refused")
-    return data
+        raise ImageLoadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def probe(data: bytes, label: str) -> tuple[int, int, str]:
+def probe(data: bytes | BinaryIO, label: str) -> tuple[int, int, str]:
     """(width, height, format) from the header alone; nothing is decoded."""
+    fp = _stream(data, label)
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+        fp.seek(0)
+        with Image.open(fp, formats=FORMATS) as im:
             return im.width, im.height, im.format or "unknown"
     except Exception as exc:  # any decoder failure is a problem with this one file
         raise _load_error(label, exc) from None
 
 
-def decode(data: bytes, label: str, max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Decode encoded image bytes to RGB, strictly, within ``max_pixels``."""
-    if not data:
-        raise ImageLoadError(f"{label}: empty (0 bytes)")
+def decode(data: bytes | BinaryIO, label: str, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode encoded image bytes (or a seekable binary file) to RGB, strictly, within ``max_pixels``."""
+    fp = _stream(data, label)
     with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with Image.open(io.BytesIO(data), formats=FORMATS) as im:
-                w, h, fmt = im.width, im.height, im.format or "unknown"
-                if w < 1 or h < 1:
-                    raise ImageLoadError(f"{label}: image declares {w}x{h} pixels")
-                if w * h > max_pixels:
-                    raise ImageLoadError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the "
-                                         f"{max_pixels / 1e6:.1f} MP limit; refused before decoding")
-                if fmt in ("JPEG", "MPO"):
-                    problem = jpeg_strict.check(data)
-                    if problem:
-                        raise ImageLoadError(f"{label}: corrupt JPEG data ({problem})")
-                elif fmt == "PNG":
-                    _verify(data)  # chunk CRCs: Pillow checks them only in verify()
+            w, h, fmt = probe(fp, label)
+            if w < 1 or h < 1:
+                raise ImageLoadError(f"{label}: image declares {w}x{h} pixels")
+            if w * h > max_pixels:
+                raise ImageLoadError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the "
+                                     f"{max_pixels / 1e6:.1f} MP limit; refused before decoding")
+            if fmt in ("JPEG", "MPO"):
+                fp.seek(0)
+                problem = jpeg_strict.check(fp.read())
+                if problem:
+                    raise ImageLoadError(f"{label}: corrupt JPEG data ({problem})")
+            elif fmt == "PNG":
+                fp.seek(0)
+                with Image.open(fp, formats=("PNG",)) as im:
+                    im.verify()  # chunk CRCs: Pillow checks them only in verify()
+            fp.seek(0)
+            with Image.open(fp, formats=FORMATS) as im:
+                if (im.width, im.height) != (w, h):
+                    raise ImageLoadError(f"{label}: changed while read")
                 quantization = {k: list(v) for k, v in getattr(im, "quantization", {}).items()} or None
                 im.load()  # decode now so truncation is reported here, not later
                 if caught:
@@ -140,13 +154,17 @@ def decode(data: bytes, label: str, max_pixels: int = MAX_PIXELS) -> DecodedImag
 
 
 def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
-    path = Path(path)
-    return decode(read_image_file(path, max_bytes), str(path), max_pixels).rgb
+    # decoded from the open file, not from a copy of its bytes: a 12 MP BMP is 37 MB of them
+    with open_image_file(path, max_bytes) as fh:
+        return decode(fh, str(path), max_pixels).rgb
 
 
-def _verify(data: bytes) -> None:
-    with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
-        im.verify()
+def _stream(data: bytes | BinaryIO, label: str) -> BinaryIO:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        if not len(data):
+            raise ImageLoadError(f"{label}: empty (0 bytes)")
+        return io.BytesIO(data)
+    return data
 
 
 def _load_error(label: str, exc: BaseException) -> ImageLoadError:
