@@ -313,6 +313,8 @@ def validate(cfg: Config, origin: str = "config") -> Config:
     positive("decision.window", cfg.decision.window)
     positive("decision.min_frames", cfg.decision.min_frames)
     _check_ranges(cfg, "", origin)
+    if 0 < cfg.source.fps < 0.01:
+        raise ConfigError(f"{origin}: source.fps: {cfg.source.fps!r} is neither 0 (unpaced) nor at least 0.01")
     if cfg.source.width * cfg.source.height > MAX_FRAME_PIXELS:
         raise ConfigError(f"{origin}: source.width x source.height: {cfg.source.width}x{cfg.source.height} is over "
                           f"{MAX_FRAME_PIXELS / 1e6:.1f} MP, more than a Pi's memory allows per frame")
