@@ -43,7 +43,7 @@ _SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_I
             stat.S_IFSOCK: "a socket"}
 # warnings.catch_warnings swaps process-wide state: two threads decoding at once (camera
 # loop and MQTT check_image) must not interleave it, or a filter would leak.
-_DECODE_LOCK = threading.Lock()
+_DECODE_LOCK = threading.RLock()
 
 
 class ImageLoadError(ValueError):
@@ -106,12 +106,17 @@ def open_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> Binary
 def probe(data: bytes | BinaryIO, label: str) -> tuple[int, int, str]:
     """(width, height, format) from the header alone; nothing is decoded."""
     fp = _stream(data, label)
-    try:
-        fp.seek(0)
-        with Image.open(fp, formats=FORMATS) as im:
-            return im.width, im.height, im.format or "unknown"
-    except Exception as exc:  # any decoder failure is a problem with this one file
-        raise _load_error(label, exc) from None
+    with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fp.seek(0)
+            with Image.open(fp, formats=FORMATS) as im:
+                size = im.width, im.height, im.format or "unknown"
+        except Exception as exc:  # any decoder failure is a problem with this one file
+            raise _load_error(label, exc) from None
+        if caught:  # e.g. "Corrupt EXIF data", "Tag data larger than file"
+            raise ImageLoadError(f"{label}: decoder warning: {caught[0].message}")
+    return size
 
 
 def decode(data: bytes | BinaryIO, label: str, max_pixels: int = MAX_PIXELS) -> DecodedImage:
