@@ -119,6 +119,13 @@ def check_models(cfg: Config) -> list[Result]:
                                   f"{scorer.fusion.source} (sealed, in range, fitted on these models)"))
         except ModelError as exc:
             results.append(Result("models", "FAIL", f"liveness fusion: {exc}"))
+    from edge_app import jpeg_strict
+
+    if jpeg_strict.available():
+        results.append(Result("models", "PASS", "strict JPEG decoding: libturbojpeg reports corrupt JPEG data"))
+    else:
+        results.append(Result("models", "WARN", "strict JPEG decoding unavailable: corrupt JPEG data in stills and "
+                              "file frames is not detected (install libturbojpeg0)"))
     return results
 
 
