@@ -425,6 +425,9 @@ class MqttPublisher:
             raise ConfigError(f"{_key('mqtt.port')}: {cfg.port} is not a TCP port")
         if "\x00" in self.client_id:
             raise ConfigError(f"{_key('mqtt.client_id')}: contains a NUL character")
+        if len(self.client_id.encode("utf-8", "surrogatepass")) > 128:
+            # brokers refuse long ids, and paho's network thread then died for good
+            raise ConfigError(f"{_key('mqtt.client_id')}: at most 128 bytes, got {len(self.client_id.encode('utf-8', 'surrogatepass'))}")
         if not 0 < cfg.reconnect_min_s <= cfg.reconnect_max_s:
             raise ConfigError(f"mqtt.reconnect_min_s / mqtt.reconnect_max_s: need 0 < min <= max, got "
                               f"{cfg.reconnect_min_s} and {cfg.reconnect_max_s}")
