@@ -788,7 +788,8 @@ class MqttPublisher:
             batch = []
             while self._incoming:
                 batch.append(self._incoming.popleft())
-            if self._memory:
+            from_memory = len(self._memory)
+            if from_memory:
                 # events held in memory go first, and new ones queue behind them: order holds
                 self._memory.extend(batch)
                 batch = list(self._memory)
@@ -798,9 +799,9 @@ class MqttPublisher:
             self.spool.reserve(len(batch))  # still counted while the commit runs
         try:
             self.spool.put_many(batch, state=batch[-1][1])
-            if self._spool_log._held or self._memory_dropped:
-                log.info("spool %s writable again: %d event(s) kept in memory are now spooled", self.spool.path,
-                         len(batch))
+            if from_memory:
+                log.info("spool %s writable again: the %d event(s) kept in memory are now spooled",
+                         self.spool.path, from_memory)
         except Exception as exc:  # SpoolError (a full disk), the spool closed by stop(), or a bug
             # Durability is gone, delivery need not be: keep them in memory, bounded, and say so.
             with self._depth_lock:
