@@ -201,3 +201,9 @@ def test_nan_limits_set_in_code_still_fail_closed(detector, scorer, attr):
     pipe.run(SyntheticSource(face=sample_head(), frames=9, age_s=5.0 if attr == "max_frame_age_s" else 0.0))
     decisions = [e["decision"] for e in events if e["decision"] != "no_face"]
     assert decisions and set(decisions) == {"error"}
+
+
+def test_forensics_cli_refuses_a_nan_threshold():
+    r = subprocess.run([sys.executable, "-m", "edge_app", "forensics", "--threshold", "nan", str(PRINT)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--threshold nan" in r.stderr and r.stdout == ""

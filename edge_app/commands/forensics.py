@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     fc = cfg.forensics
     threshold = args.threshold if args.threshold is not None else (fc.threshold or None)
+    if threshold is not None and not 0 < threshold < 1:  # float("nan") parses; no comparison with it holds
+        print(f"edge-app forensics: --threshold {args.threshold}: must be between 0 and 1", file=sys.stderr)
+        return 2
     try:
         analyzer = load_analyzer(cfg.resolved_models_dir(), fc.model, fc.threads, threshold)
     except ModelError as exc:
