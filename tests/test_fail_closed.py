@@ -3,6 +3,7 @@ or out of range. Each test here reproduces one red-team finding on the real mode
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -42,34 +43,13 @@ def edit_json(path: Path, change, reseal: bool) -> None:
     meta = json.loads(path.read_text())
     change(meta)
     if reseal:
-        write_metadata(path, meta) if all(_finite_json(v) for v in _numbers(meta)) else _write_nan(path, meta)
+        # as write_metadata does, but NaN allowed (write_metadata refuses it): an attacker's seal
+        body = {k: v for k, v in meta.items() if k != SEAL_KEY}
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        body[SEAL_KEY] = hashlib.sha256(text.encode()).hexdigest()
+        path.write_text(json.dumps(body, indent=2))
     else:
         path.write_text(json.dumps(meta, indent=2))
-
-
-def _numbers(doc):
-    if isinstance(doc, dict):
-        for v in doc.values():
-            yield from _numbers(v)
-    elif isinstance(doc, list):
-        for v in doc:
-            yield from _numbers(v)
-    elif isinstance(doc, float):
-        yield doc
-
-
-def _finite_json(v: float) -> bool:
-    return math.isfinite(v)
-
-
-def _write_nan(path: Path, meta: dict) -> None:
-    # write_metadata refuses NaN; an attacker would seal it by hand the same way
-    import hashlib
-
-    body = {k: v for k, v in meta.items() if k != SEAL_KEY}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    body[SEAL_KEY] = hashlib.sha256(text.encode()).hexdigest()
-    path.write_text(json.dumps(body, indent=2))
 
 
 FUSION_EDITS = {
