@@ -141,7 +141,7 @@ def decode(data: bytes | BinaryIO, label: str, max_pixels: int = MAX_PIXELS) -> 
                 fp.seek(0)
                 problem = jpeg_strict.check(fp.read())
                 if problem:
-                    raise ImageLoadError(f"{label}: corrupt JPEG data ({problem})")
+                    raise ImageLoadError(f"{label}: corrupt or truncated JPEG data ({problem})")
             elif fmt == "PNG":
                 fp.seek(0)
                 with Image.open(fp, formats=("PNG",)) as im:

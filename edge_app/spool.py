@@ -82,6 +82,7 @@ class Spool:
         self.max_events = max_events
         self._lock = threading.Lock()
         self._full_log = RateLimitedLog(log)
+        self._ack_log = RateLimitedLog(log)
         self._db = self._open(synchronous)
         with self._lock:
             self._depth = self._db.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -240,7 +241,8 @@ class Spool:
             except sqlite3.Error as exc:
                 self._rollback()
                 # Not fatal: the events stay and are sent again (subscribers de-duplicate by event_id).
-                log.error("spool %s: cannot remove %d delivered events (%s)", self.path, len(row_ids), exc)
+                self._ack_log(logging.ERROR, "spool %s: cannot remove %d delivered events (%s)",
+                              self.path, len(row_ids), exc)
                 return 0
             self._depth -= removed
             self._count = (self._depth, self._count[1])
