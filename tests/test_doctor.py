@@ -98,7 +98,7 @@ def test_a_good_setup_passes(tmp_path, broker, capsys):
     from edge_app.config import Config
 
     # the detector, each configured liveness model, and the fusion
-    assert statuses(rows, "models") == ["PASS"] * (len(Config().liveness.models) + 3)
+    assert statuses(rows, "models") == ["PASS"] * (len(Config().liveness.models) + 4)  # + forensics, fusion, JPEG
     assert "strict JPEG decoding" in detail(rows, "models")
     assert "face_detection_short_range" in detail(rows, "models") and "sha256" in detail(rows, "models")
     assert statuses(rows, "broker") == ["PASS"] and "Success" in detail(rows, "broker")

@@ -30,7 +30,7 @@ NAMES = Config().liveness.models
 def models_copy(models_dir, tmp_path) -> Path:
     out = tmp_path / "models"
     out.mkdir()
-    for name in [*NAMES, "face_detection_short_range"]:
+    for name in [*NAMES, "face_detection_short_range", "forensics_cnn"]:
         for suffix in (".json", ".tflite"):
             shutil.copy(models_dir / f"{name}{suffix}", out / f"{name}{suffix}")
     shutil.copy(models_dir / "fusion.json", out / "fusion.json")
@@ -187,3 +187,17 @@ def test_forensics_cli_refuses_a_nan_threshold():
     r = subprocess.run([sys.executable, "-m", "edge_app", "forensics", "--threshold", "nan", str(PRINT)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--threshold nan" in r.stderr and r.stdout == ""
+
+
+def test_tampered_forensics_metadata_is_refused_by_doctor_and_check_image(models_copy, tmp_path):
+    from edge_app.forensics import check_image_bytes
+
+    edit_json(models_copy / "forensics_cnn.json", lambda m: m.update(threshold=0.999999), reseal=False)
+    result = check_image_bytes(PRINT.read_bytes(), models_dir=models_copy)
+    assert result["verdict"] == "error" and "forensics_cnn.json" in result["error"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}"\n[mqtt]\nenabled = false\n[liveness]\nmodels_dir = "{models_copy}"\n')
+    r = subprocess.run([sys.executable, "-m", "edge_app", "doctor", "-c", str(cfg), "--skip",
+                        "camera,broker,disk,temperature,throttling,indicator,snapshots"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "forensics_cnn.json" in r.stdout and "metadata_sha256" in r.stdout

@@ -103,7 +103,9 @@ def check_models(cfg: Config) -> list[Result]:
     models_dir = cfg.resolved_models_dir()
     results = []
     ok = True
-    for name in ["face_detection_short_range", *cfg.liveness.models]:
+    # the forensics model is optional (check_image answers not_available without it), checked when present
+    forensics = [cfg.forensics.model] if (models_dir / f"{cfg.forensics.model}.json").exists() else []
+    for name in ["face_detection_short_range", *cfg.liveness.models, *forensics]:
         try:
             model = load_model(models_dir / f"{name}.json")
         except ModelError as exc:
