@@ -289,6 +289,8 @@ def read_password(cfg: MqttConfig) -> str | None:
         path = Path(cfg.password_file).expanduser()
         try:
             mode = path.stat().st_mode
+            if not stat.S_ISREG(mode):  # a FIFO would block start-up forever
+                raise ConfigError(f"mqtt.password_file: {path}: not a regular file")
             password = path.read_text(encoding="utf-8").rstrip("\r\n")
         except FileNotFoundError:
             raise ConfigError(f"mqtt.password_file: {path}: file not found") from None

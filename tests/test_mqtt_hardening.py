@@ -216,3 +216,14 @@ def test_a_clean_stop_with_a_full_disk_saves_or_names_every_event(tmp_path, publ
         lost = [r.getMessage() for r in caplog.records if "lost now" in r.getMessage()]
         assert len(lost) == 1 and f"{40 - k} lost now" in lost[0]
         assert all(i in lost[0] for i in ids[k:])
+
+
+def test_a_fifo_password_file_is_refused(tmp_path):
+    import os
+
+    from edge_app.mqtt import read_password
+
+    fifo = tmp_path / "pw"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_password(MqttConfig(username="u", password_file=str(fifo)))
