@@ -13,6 +13,7 @@ refused unread.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -63,15 +64,6 @@ class DecodedImage:
     quantization: dict | None = None  # JPEG quantization tables, for a quality estimate
 
 
-def read_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file, refusing anything else with a message that says what it is."""
-    with open_image_file(path, max_bytes) as fh:
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ImageLoadError(f"{path}: grew past the {max_bytes}-byte limit while read; refused")
-    return data
-
-
 def open_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> BinaryIO:
     """A regular file opened for reading, within ``max_bytes``; anything else refused, said as what it is."""
     path = Path(path)
@@ -83,7 +75,7 @@ def open_image_file(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> Binary
     except PermissionError:
         raise ImageLoadError(f"{path}: not readable by this user (permission denied)") from None
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP
+        if exc.errno == errno.ELOOP:
             raise ImageLoadError(f"{path}: symbolic link loop") from None
         raise ImageLoadError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
     try:
