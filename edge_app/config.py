@@ -223,8 +223,10 @@ _RANGES: dict[str, tuple[str, float, float, str]] = {
     "forensics.max_pixels": ("[", 4096, 40_000_000, "]"),
     "forensics.analysis_max_pixels": ("[", 4096, 40_000_000, "]"),
 }
-# Lengths of strings that end up in protocol fields or file names.
+# Lengths of strings that end up in protocol fields or file names; any other string (paths,
+# topics) at most MAX_STRING, the longest path Linux takes.
 _MAX_LENGTHS = {"mqtt.client_id": 128, "device_id": 64}
+MAX_STRING = 4096
 # Names joined onto models_dir: a plain file name stem, never a path.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
@@ -301,8 +303,9 @@ def _check_ranges(obj: Any, prefix: str, origin: str) -> None:
             high_ok = value < hi if hi_br == ")" else value <= hi
             if not (low_ok and high_ok):
                 raise ConfigError(f"{origin}: {key}: {value!r} is outside {lo_br}{lo}, {hi}{hi_br}")
-        elif isinstance(value, str) and key in _MAX_LENGTHS and len(value) > _MAX_LENGTHS[key]:
-            raise ConfigError(f"{origin}: {key}: at most {_MAX_LENGTHS[key]} characters, got {len(value)}")
+        elif isinstance(value, str) and len(value) > _MAX_LENGTHS.get(key, MAX_STRING):
+            raise ConfigError(f"{origin}: {key}: at most {_MAX_LENGTHS.get(key, MAX_STRING)} characters, "
+                              f"got {len(value)}")
 
 
 def validate(cfg: Config, origin: str = "config") -> Config:
@@ -332,8 +335,11 @@ def validate(cfg: Config, origin: str = "config") -> Config:
     if len(set(cfg.liveness.models)) != len(cfg.liveness.models):
         raise ConfigError(f"{origin}: liveness.models: a model is named twice")
     models_dir = cfg.resolved_models_dir()
-    if cfg.liveness.models_dir and models_dir.exists() and not models_dir.is_dir():
-        raise ConfigError(f"{origin}: liveness.models_dir: {models_dir} is not a folder")
+    try:
+        if cfg.liveness.models_dir and models_dir.exists() and not models_dir.is_dir():
+            raise ConfigError(f"{origin}: liveness.models_dir: {models_dir} is not a folder")
+    except OSError as exc:  # a name too long, a loop of links: Path.exists() raises for those
+        raise ConfigError(f"{origin}: liveness.models_dir: unusable path ({exc.strerror or exc})") from None
     if cfg.decision.min_frames > cfg.decision.window:
         raise ConfigError(f"{origin}: decision.min_frames ({cfg.decision.min_frames}) exceeds decision.window ({cfg.decision.window})")
     positive("decision.max_frame_age_s", cfg.decision.max_frame_age_s)
@@ -370,8 +376,11 @@ def load_config(path: str | Path | None = None) -> Config:
     if path is None:
         return validate(cfg)
     path = Path(path)
-    if path.exists() and not path.is_file() and not path.is_dir():
-        # a FIFO or a device would block or never end
+    try:
+        special = path.exists() and not path.is_file() and not path.is_dir()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if special:  # a FIFO or a device would block or never end
         raise ConfigError(f"{path}: not a regular file; refused")
     try:
         table = tomllib.loads(path.read_text())
@@ -385,5 +394,7 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:  # a name too long, a loop of links, an I/O error
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     _fill(cfg, table, "", str(path))
     return validate(cfg, str(path))

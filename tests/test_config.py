@@ -144,3 +144,13 @@ def test_run_stops_at_once_on_an_out_of_range_value(tmp_path, key):
     r = subprocess.run([sys.executable, "-m", "edge_app", "run", "--config", str(path), "--no-mqtt", "--once"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and f"{key}: 1099511627776 is outside" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_overlong_models_dir_is_a_config_error(tmp_path):
+    """Found by tests/test_fuzz.py at EDGE_APP_FUZZ_SCALE=25: Path.exists() raised ENAMETOOLONG."""
+    with pytest.raises(ConfigError, match=r"liveness\.models_dir: at most 4096 characters"):
+        load_config(write(tmp_path, f'[liveness]\nmodels_dir = "{"x" * 70000}"\n'))
+    with pytest.raises(ConfigError, match=r"liveness\.models_dir: unusable path"):  # short enough, a level too long
+        load_config(write(tmp_path, f'[liveness]\nmodels_dir = "{"x" * 300}/y"\n'))
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path / ("y" * 300))

@@ -185,7 +185,8 @@ scalars = st.one_of(
     st.sampled_from([0.0, -0.0, 1e-300, 1e300, 0.5, float("nan"), float("inf")]),
     st.booleans(),
     st.text(max_size=40),
-    st.sampled_from(["", "../x", "a/b", "\x00", "x" * 70000, "sample", "files", "picamera2", "5", "3.1.1"]),
+    st.sampled_from(["", "../x", "a/b", "\x00", "x" * 70000, "x" * 300, "y" * 255 + "/z", "sample", "files",
+                     "picamera2", "5", "3.1.1"]),
 )
 values = st.one_of(scalars, st.lists(st.one_of(st.text(max_size=20), st.integers()), max_size=4))
 
