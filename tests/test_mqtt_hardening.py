@@ -126,9 +126,19 @@ def test_every_malformed_request_gets_an_answer(broker, publishers, protocol):
 def fill_disk(spool: Spool) -> None:
     """SQLite's own limit on the file's pages: writes then fail with SQLITE_FULL ("database or
     disk is full"), exactly as on a full SD card, without filling this machine's disk."""
+    import sqlite3
+
     with spool._lock:
-        pages = spool._db.execute("PRAGMA page_count").fetchone()[0]
-        spool._db.execute(f"PRAGMA max_page_count = {pages}")
+        db = spool._db
+        db.execute("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        for size in (4096, 256, 16):  # then the free space left in the file's pages, down to a few bytes
+            try:
+                while True:
+                    db.execute("INSERT INTO filler VALUES (zeroblob(?))", (size,))
+            except sqlite3.OperationalError:
+                pass
 
 
 def free_disk(spool: Spool) -> None:
