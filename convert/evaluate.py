@@ -30,6 +30,7 @@ import numpy as np
 from convert import metrics
 from convert import pad_data
 from convert.datasets import REPO
+from edge_app.tflite_model import write_metadata
 from convert.train_liveness import (CALIBRATION, LOSO_DIR, MODELS, TARGET_BPCER, calibration_threshold,
                                     fold_validation_idx, model_inputs, sigmoid)
 
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                             "data": "each fold: trained without the held-out source and without the calibration source; "
                                     "threshold from the calibration source; report: models/reports/liveness.md",
                             "command": "python -m convert.evaluate"}
-    fusion_path.write_text(json.dumps(fusion, indent=2) + "\n")
+    write_metadata(fusion_path, fusion)
     print(f"wrote {args.out / 'liveness.md'}", file=sys.stderr)
     return 0
 

@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from edge_app.tflite_model import file_sha256
+from edge_app.tflite_model import file_sha256, write_metadata
 
 PACKAGE = "mediapipe==0.10.14"
 _COMMON = {
@@ -116,7 +116,7 @@ def fetch(models_dir: Path, wheel: Path | None = None) -> list[Path]:
                     targets[name].write_bytes(data)
                     print(f"{targets[name]}: written from {PACKAGE}, sha256 ok")
     for name, meta in MODELS.items():
-        (models_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_metadata(models_dir / f"{name}.json", meta)
     return list(targets.values())
 
 

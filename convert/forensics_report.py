@@ -12,6 +12,7 @@ import numpy as np
 
 from convert.calibrate_forensics import (AGGREGATIONS, AREA_MARGIN, CNN_FPR, bootstrap_auc, calibrated_scores, fmt_auc,
                                          fmt_prop, log, per_kind_threshold, prop, rank_auc, raw_scores)
+from edge_app.tflite_model import write_metadata
 
 VERSION = "0.5.0"
 SIZE_INVARIANT = tuple(a for a in AGGREGATIONS if a.startswith(("qtop", "p")))
@@ -304,7 +305,7 @@ def write_metadata(models_dir, params, ch, far, abl, rec, analyzer) -> None:
         }
         meta["training_data"]["note_0_5_0"] = ("v0.5.0 changes the scoring, not the CNN weights: the CNN is the "
                                                "v0.4.0 one (models/reports/forensics_v0.4.0.md)")
-        path.write_text(json.dumps(meta, indent=2) + "\n")
+        write_metadata(path, meta)
 
 
 def speed_lines(bench: dict | None) -> list[str]:

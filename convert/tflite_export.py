@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from edge_app.tflite_model import file_sha256
+from edge_app.tflite_model import file_sha256, write_metadata
 
 
 def to_float_tflite(model) -> bytes:
@@ -56,5 +56,5 @@ def write_model(models_dir: Path, name: str, data: bytes, metadata: dict) -> Pat
     meta["sha256"] = file_sha256(path)
     meta["input"] = {**meta.get("input", {}), **in_spec}
     meta["output"] = {**meta.get("output", {}), **out_spec}
-    (models_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_metadata(models_dir / f"{name}.json", meta)
     return path

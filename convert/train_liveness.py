@@ -52,6 +52,7 @@ from convert import metrics
 from convert import pad_data
 from convert.datasets import REPO
 from convert.tflite_export import to_float_tflite, to_int8_tflite, write_model
+from edge_app.tflite_model import write_metadata
 
 VERSION = "0.3.0"
 SEED = 1234
@@ -467,7 +468,7 @@ def train_shipped(args) -> int:
             meta["threshold"] = thr
             meta["operating_point"] = {"criterion": criterion, "scored_by": "int8 model", "n_live": int((y == 1).sum())}
             meta["evaluation"] = {"headline": "models/reports/liveness.md (leave-one-source-out)"}
-            path.write_text(json.dumps(meta, indent=2) + "\n")
+            write_metadata(path, meta)
     fusion_json = {
         "weights": fusion["weights"], "bias": fusion["bias"], "threshold": fusion["threshold"],
         "formula": "fused = sigmoid(bias + sum_i weights[i] * logit(score_i)), score_i = sigmoid(model logit)",
@@ -479,7 +480,7 @@ def train_shipped(args) -> int:
         "version": VERSION,
         "evaluation": {"headline": "models/reports/liveness.md (leave-one-source-out)"},
     }
-    (args.models_dir / "fusion.json").write_text(json.dumps(fusion_json, indent=2) + "\n")
+    write_metadata(args.models_dir / "fusion.json", fusion_json)
     print(f"fusion {fusion['weights']} bias {fusion['bias']:.3f} threshold {fusion['threshold']:.4f}; "
           f"calibration {figures}; total {time.time() - started:.0f} s", file=sys.stderr)
     return 0

@@ -7,11 +7,16 @@ a typo in a door terminal's config must not silently fall back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+
+# a frame, like a still, beyond the pixel budget does not fit a 512 MB Pi with the models loaded
+from edge_app.images import MAX_PIXELS as MAX_FRAME_PIXELS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -96,6 +101,9 @@ class MqttConfig:
     spool_max_events: int = 100_000
     health_interval_s: float = 30.0
     discovery_prefix: str = "homeassistant"
+    # MQTT 5 response topics are honoured only under <base>/verify/result or
+    # <base>/check_image/result, or under this prefix when set (e.g. "doors/replies")
+    reply_prefix: str = ""
     discovery: bool = True
     # Home Assistant device details: the area it is suggested for, a page to configure or read
     # about the device (device configuration_url), and where to get support (origin support_url)
@@ -156,7 +164,7 @@ class ForensicsConfig:
     threads: int = 1
     threshold: float = 0.0  # 0: the calibrated threshold in the model's metadata
     max_bytes: int = 50_000_000  # encoded images larger than this are refused unread
-    max_pixels: int = 40_000_000  # decoded size above this is refused before decoding
+    max_pixels: int = MAX_FRAME_PIXELS  # decoded size above this is refused before decoding (sized for a 512 MB Pi)
     analysis_max_pixels: int = 4_000_000  # above this: downscale (weakens JPEG traces) or refuse
     oversize: str = "downscale"  # downscale | refuse
 
@@ -186,6 +194,56 @@ class Config:
         return Path(self.state_dir).expanduser() if self.state_dir else Path("~/.local/state/edge-app").expanduser()
 
 
+# Every number has a range: a value outside it (or NaN, or an infinity) stops start-up with
+# the key named. The ranges are what a Pi can run and what still makes sense; "(" marks a
+# bound that is excluded. test_config checks that no numeric key is missing here.
+_RANGES: dict[str, tuple[str, float, float, str]] = {
+    "source.fps": ("[", 0, 240, "]"),
+    "source.width": ("[", 16, 8192, "]"),
+    "source.height": ("[", 16, 8192, "]"),
+    "source.lores_width": ("[", 16, 4096, "]"),
+    "source.lores_height": ("[", 16, 4096, "]"),
+    "source.camera_index": ("[", 0, 15, "]"),
+    "detector.min_score": ("(", 0, 1, ")"),
+    "detector.max_faces": ("[", 1, 32, "]"),
+    "detector.min_face_fraction": ("[", 0, 1, "]"),
+    "detector.threads": ("[", 1, 16, "]"),
+    "liveness.threads": ("[", 1, 16, "]"),
+    "liveness.timeout_s": ("(", 0, 60, "]"),
+    "decision.window": ("[", 1, 300, "]"),
+    "decision.min_frames": ("[", 1, 300, "]"),
+    "decision.max_frame_age_s": ("(", 0, 60, "]"),
+    "decision.uncertain_margin": ("[", 0, 20, "]"),
+    "decision.track_iou": ("(", 0, 1, "]"),
+    "decision.lost_after_frames": ("[", 1, 1000, "]"),
+    "mqtt.port": ("[", 1, 65535, "]"),
+    "mqtt.keepalive_s": ("[", 5, 65535, "]"),  # MQTT carries it in 16 bits
+    "mqtt.spool_max_events": ("[", 1, 10_000_000, "]"),
+    "mqtt.health_interval_s": ("[", 1, 86400, "]"),
+    "mqtt.reconnect_min_s": ("[", 0.1, 3600, "]"),
+    "mqtt.reconnect_max_s": ("[", 0.1, 86400, "]"),
+    "snapshots.retention_hours": ("(", 0, 87600, "]"),
+    "snapshots.purge_interval_s": ("[", 1, 604800, "]"),
+    "snapshots.face_margin": ("[", 0, 5, "]"),
+    "snapshots.min_interval_s": ("[", 0, 86400, "]"),
+    "snapshots.max_files": ("[", 1, 1_000_000, "]"),
+    "indicator.line": ("[", -1, 1023, "]"),
+    "doctor.min_free_mb": ("[", 0, 1_000_000_000, "]"),
+    "doctor.max_cpu_temp_c": ("[", 20, 120, "]"),
+    "doctor.broker_timeout_s": ("(", 0, 300, "]"),
+    "forensics.threads": ("[", 1, 16, "]"),
+    "forensics.threshold": ("[", 0, 1, ")"),
+    "forensics.max_bytes": ("[", 1, 100_000_000, "]"),
+    "forensics.max_pixels": ("[", 4096, 40_000_000, "]"),
+    "forensics.analysis_max_pixels": ("[", 4096, 40_000_000, "]"),
+}
+# Lengths of strings that end up in protocol fields or file names; any other string (paths,
+# topics) at most MAX_STRING, the longest path Linux takes.
+_MAX_LENGTHS = {"mqtt.client_id": 128, "device_id": 64}
+MAX_STRING = 4096
+# Names joined onto models_dir: a plain file name stem, never a path.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
 _CHOICES = {
     "source.kind": ("sample", "files", "synthetic", "picamera2"),
     "detector.model": ("short", "full", "both"),
@@ -208,14 +266,20 @@ def _coerce(where: str, value: Any, kind: Any) -> Any:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
+        if "\x00" in value:
+            raise ConfigError(f"{where}: contains a NUL character")
         return value
     if getattr(kind, "__origin__", None) is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        if any("\x00" in v for v in value):
+            raise ConfigError(f"{where}: contains a NUL character")
         return list(value)
     raise ConfigError(f"{where}: unsupported type")  # a bug in this module, not in the file
 
@@ -241,13 +305,56 @@ def _fill(obj: Any, table: dict, prefix: str, origin: str) -> None:
         setattr(obj, key, value)
 
 
+def _check_ranges(obj: Any, prefix: str, origin: str) -> None:
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, f"{key}.", origin)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{origin}: {key}: expected a finite number, got {value!r}")
+            lo_br, lo, hi, hi_br = _RANGES[key]
+            low_ok = value > lo if lo_br == "(" else value >= lo
+            high_ok = value < hi if hi_br == ")" else value <= hi
+            if not (low_ok and high_ok):
+                raise ConfigError(f"{origin}: {key}: {value!r} is outside {lo_br}{lo}, {hi}{hi_br}")
+        elif isinstance(value, str) and len(value) > _MAX_LENGTHS.get(key, MAX_STRING):
+            raise ConfigError(f"{origin}: {key}: at most {_MAX_LENGTHS.get(key, MAX_STRING)} characters, "
+                              f"got {len(value)}")
+
+
 def validate(cfg: Config, origin: str = "config") -> Config:
     def positive(where: str, value: float) -> None:
-        if value <= 0:
+        if not value > 0:
             raise ConfigError(f"{origin}: {where}: must be greater than 0, got {value}")
 
     positive("decision.window", cfg.decision.window)
     positive("decision.min_frames", cfg.decision.min_frames)
+    _check_ranges(cfg, "", origin)
+    if 0 < cfg.source.fps < 0.01:
+        raise ConfigError(f"{origin}: source.fps: {cfg.source.fps!r} is neither 0 (unpaced) nor at least 0.01")
+    if cfg.source.width * cfg.source.height > MAX_FRAME_PIXELS:
+        raise ConfigError(f"{origin}: source.width x source.height: {cfg.source.width}x{cfg.source.height} is over "
+                          f"{MAX_FRAME_PIXELS / 1e6:.1f} MP, more than a Pi's memory allows per frame")
+    if cfg.mqtt.reconnect_min_s > cfg.mqtt.reconnect_max_s:
+        raise ConfigError(f"{origin}: mqtt.reconnect_min_s ({cfg.mqtt.reconnect_min_s}) exceeds "
+                          f"mqtt.reconnect_max_s ({cfg.mqtt.reconnect_max_s})")
+    if cfg.forensics.analysis_max_pixels > cfg.forensics.max_pixels:
+        raise ConfigError(f"{origin}: forensics.analysis_max_pixels ({cfg.forensics.analysis_max_pixels}) exceeds "
+                          f"forensics.max_pixels ({cfg.forensics.max_pixels})")
+    for key, names in (("liveness.models", cfg.liveness.models), ("forensics.model", [cfg.forensics.model])):
+        for name in names:
+            if not _MODEL_NAME.fullmatch(name) or ".." in name:
+                raise ConfigError(f"{origin}: {key}: {name!r} is not a model name (letters, digits, _ . -; "
+                                  f"the file stem in the models folder, not a path)")
+    if len(set(cfg.liveness.models)) != len(cfg.liveness.models):
+        raise ConfigError(f"{origin}: liveness.models: a model is named twice")
+    models_dir = cfg.resolved_models_dir()
+    try:
+        if cfg.liveness.models_dir and models_dir.exists() and not models_dir.is_dir():
+            raise ConfigError(f"{origin}: liveness.models_dir: {models_dir} is not a folder")
+    except OSError as exc:  # a name too long, a loop of links: Path.exists() raises for those
+        raise ConfigError(f"{origin}: liveness.models_dir: unusable path ({exc.strerror or exc})") from None
     if cfg.decision.min_frames > cfg.decision.window:
         raise ConfigError(f"{origin}: decision.min_frames ({cfg.decision.min_frames}) exceeds decision.window ({cfg.decision.window})")
     positive("decision.max_frame_age_s", cfg.decision.max_frame_age_s)
@@ -288,6 +395,12 @@ def load_config(path: str | Path | None = None) -> Config:
         return validate(cfg)
     path = Path(path)
     try:
+        special = path.exists() and not path.is_file() and not path.is_dir()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if special:  # a FIFO or a device would block or never end
+        raise ConfigError(f"{path}: not a regular file; refused")
+    try:
         table = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
@@ -299,5 +412,7 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:  # a name too long, a loop of links, an I/O error
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     _fill(cfg, table, "", str(path))
     return validate(cfg, str(path))

@@ -9,6 +9,8 @@ stale frame, a model error or timeout, too few frames) is never ``live``.
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -43,13 +45,22 @@ class Decision:
 
 def decide(window: list[Observation], threshold: float, min_frames: int, margin: float) -> Decision:
     """The decision for one face over ``window`` (oldest first)."""
-    valid = [o for o in window if o.fused is not None]
-    failed = [o for o in window if o.fused is None]
     last = window[-1]
     base = dict(threshold=threshold, box=last.box, frames=len(window), frame_seq=last.frame_seq)
+    # Every comparison with NaN is false, so each number is checked before any comparison and
+    # `live` is reached only through comparisons that hold: a bad number ends in `error`.
+    valid = [o for o in window if o.fused is not None]
+    failed = [o for o in window if o.fused is None]
     if not valid:
         reasons = sorted({o.reason for o in failed if o.reason})
         return Decision("error", reason="; ".join(reasons) or "no valid frame", **base)
+    if not (_is_number(threshold) and 0.0 < threshold < 1.0):
+        return Decision("error", reason=f"threshold {threshold!r} is not a probability", **base)
+    if not (_is_number(margin) and margin >= 0.0) or not (isinstance(min_frames, int) and min_frames >= 1):
+        return Decision("error", reason=f"bad decision settings (margin {margin!r}, min_frames {min_frames!r})", **base)
+    bad = [o for o in valid if not _is_probability(o.fused) or not all(map(_is_probability, o.scores.values()))]
+    if bad:
+        return Decision("error", reason=f"{len(bad)} frame(s) with a score that is not a finite probability", **base)
     mean = float(np.mean([o.fused for o in valid]))
     names = valid[0].scores.keys()
     scores = {n: float(np.mean([o.scores[n] for o in valid if n in o.scores])) for n in names}
@@ -59,11 +70,19 @@ def decide(window: list[Observation], threshold: float, min_frames: int, margin:
         reason = f"{len(valid)} valid frame(s) of {min_frames} needed"
     elif failed:
         reason = "failed frame(s) in window: " + "; ".join(sorted({o.reason for o in failed}))
-    elif mean < threshold:
-        reason = f"score {mean:.4g} within the uncertain margin below threshold {threshold:.4g}"
-    else:
+    elif mean >= threshold:
         return Decision("live", mean, scores, **base)
+    else:
+        reason = f"score {mean:.4g} within the uncertain margin below threshold {threshold:.4g}"
     return Decision("uncertain", mean, scores, reason=reason, **base)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_probability(x) -> bool:
+    return _is_number(x) and 0.0 <= x <= 1.0
 
 
 def _logit(p: float) -> float:

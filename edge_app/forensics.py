@@ -25,6 +25,7 @@ quantization table instead of the tampering; re-encoding every image at one qual
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -33,11 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 
 from edge_app.copy_move import CopyMove
 from edge_app.copy_move_search import CopyMoveEvidence, SearchParams, find_copy_moves
 from edge_app.keypoint_copy_move import KeypointCopyMove
+from edge_app.images import MAX_PIXELS, ImageLoadError, decode, open_image_file, probe
 from edge_app.ela import ELA_QUALITY, error_level_normalized
 from edge_app.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
 
@@ -292,42 +294,32 @@ def open_image(source: str | Path | bytes, max_pixels: int, analysis_max_pixels:
     Every problem is a ``ForensicsError`` naming the input.
     """
     label = name or (str(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "image data")
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ForensicsError(f"{label}: empty (0 bytes)")
-        fp = io.BytesIO(bytes(source))
-    else:
-        fp = Path(source)
-        if fp.is_dir():
-            raise ForensicsError(f"{label}: is a directory, not an image")
-        if not fp.exists():
-            raise ForensicsError(f"{label}: no such file")
+    # the strict reader and decoder of edge_app.images: regular files only, header-checked
+    # dimensions, decoder warnings as errors, every decoder exception a per-image error
     try:
-        with Image.open(fp) as im:
-            w, h = im.size
-            fmt = im.format or "unknown"
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise ForensicsError(f"{label}: empty (0 bytes)")
+            opened = contextlib.nullcontext(io.BytesIO(bytes(source)))
+        else:
+            opened = open_image_file(source)
+        with opened as fp:
+            w, h, fmt = probe(fp, label)
             if w * h > max_pixels:
                 raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the "
                                      f"{max_pixels / 1e6:.1f} MP limit; refused")
             if w * h > analysis_max_pixels and oversize == "refuse":
                 raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the analysis "
                                      f"limit of {analysis_max_pixels / 1e6:.1f} MP (forensics.oversize = refuse)")
-            q = estimate_jpeg_quality(getattr(im, "quantization", None)) if fmt == "JPEG" else None
-            im.load()  # decode now: truncation is reported here
-            rgb_im = im.convert("RGB")
-    except ForensicsError:
-        raise
-    except UnidentifiedImageError:
-        raise ForensicsError(f"{label}: not an image file (Pillow cannot identify it)") from None
-    except Image.DecompressionBombError as exc:
-        raise ForensicsError(f"{label}: refused as a decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ForensicsError(f"{label}: corrupt or truncated image data ({exc})") from None
-    loaded = LoadedImage(np.asarray(rgb_im), w, h, fmt, q[0] if q else None, q[1] if q else None)
+            decoded = decode(fp, label, max_pixels)
+    except ImageLoadError as exc:
+        raise ForensicsError(str(exc)) from None
+    q = estimate_jpeg_quality(decoded.quantization) if fmt == "JPEG" else None
+    loaded = LoadedImage(decoded.rgb, w, h, fmt, q[0] if q else None, q[1] if q else None)
     if w * h > analysis_max_pixels:
         f = (analysis_max_pixels / (w * h)) ** 0.5
         nw, nh = max(MIN_SIDE, int(w * f)), max(MIN_SIDE, int(h * f))
-        loaded.rgb = np.asarray(rgb_im.resize((nw, nh), Image.Resampling.LANCZOS))
+        loaded.rgb = np.asarray(Image.fromarray(decoded.rgb).resize((nw, nh), Image.Resampling.LANCZOS))
         loaded.downscaled_from = (w, h)
     if min(loaded.rgb.shape[:2]) < MIN_SIDE:
         raise ForensicsError(f"{label}: image is {w}x{h}; forensics needs at least {MIN_SIDE}x{MIN_SIDE} pixels")
@@ -647,7 +639,7 @@ def error_dict(message: str) -> dict:
     return {"verdict": "error", "error": message, "score": None}
 
 
-def check_image(source: str | Path | bytes, analyzer: ForensicsAnalyzer, *, max_pixels: int = 40_000_000,
+def check_image(source: str | Path | bytes, analyzer: ForensicsAnalyzer, *, max_pixels: int = MAX_PIXELS,
                 analysis_max_pixels: int = 4_000_000, oversize: str = "downscale",
                 name: str = "", progress=None) -> tuple[dict, LoadedImage | None, Analysis | None]:
     """(result dict, image, analysis); bad input gives verdict "error" and Nones."""

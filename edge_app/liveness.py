@@ -7,7 +7,6 @@ calibrated threshold; with one model, that model's own threshold applies.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,16 +17,46 @@ import numpy as np
 from edge_app.crop import crop_face
 from edge_app.detector import Face
 from edge_app.features import feature_channels, model_input
-from edge_app.tflite_model import Model, ModelError, load_model
+from edge_app.tflite_model import Model, ModelError, load_model, read_sealed_json
+
+
+# Ranges the metadata must respect: anything outside is a damaged or tampered file, refused at
+# load, because every number here can move a decision towards `live`.
+OUTPUT_KINDS = ("live_logit", "live_probability")
+CROP_SCALE_RANGE = (1.0, 6.0)
+CROP_SIZE_RANGE = (16, 512)
+THRESHOLD_RANGE = (0.001, 0.999)
+MAX_WEIGHT = 20.0  # fusion weights are positive: a negated weight turns attacks into live
+MAX_ABS_BIAS = 20.0
+
+
+def _finite(x: float, what: str) -> float:
+    if not math.isfinite(x):
+        raise ModelError(f"{what} is not a finite number ({x})")
+    return x
 
 
 def sigmoid(z: float) -> float:
+    """NaN in, NaN out (never 1.0): the decision refuses non-finite scores."""
+    if math.isnan(z):
+        return math.nan
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
 def logit(p: float) -> float:
+    if math.isnan(p):
+        return math.nan
     p = min(max(p, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))
+
+
+def _in_range(path, key: str, value, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ModelError(f"{path}: {key} must be a number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ModelError(f"{path}: {key} = {value!r} is outside [{lo}, {hi}]")
+    return value
 
 
 @dataclass
@@ -45,8 +74,12 @@ class LivenessModel:
 
     def score(self, rgb: np.ndarray, face: Face) -> float:
         crop = crop_face(rgb, face, self.crop_scale, self.crop_size)
-        out = float(self.model.run(model_input(crop, self.features))[0].ravel()[0])
-        return sigmoid(out) if self.output_kind == "live_logit" else out
+        out = _finite(float(self.model.run(model_input(crop, self.features))[0].ravel()[0]),
+                      f"{self.name}: model output")
+        p = sigmoid(out) if self.output_kind == "live_logit" else out
+        if not 0.0 <= p <= 1.0:
+            raise ModelError(f"{self.name}: score {p!r} is not a probability")
+        return p
 
 
 @dataclass
@@ -59,7 +92,13 @@ class Fusion:
     source: str = ""
 
     def fuse(self, scores: dict[str, float]) -> float:
-        return sigmoid(self.bias + sum(w * logit(scores[name]) for name, w in self.weights.items()))
+        """The fused P(live); ModelError for a missing or non-finite score, never a guess."""
+        z = self.bias
+        for name, w in self.weights.items():
+            if name not in scores:
+                raise ModelError(f"fusion: no score from {name}")
+            z += w * _finite(logit(scores[name]), f"fusion: logit of the {name} score")
+        return _finite(sigmoid(_finite(z, "fusion: fused logit")), "fusion: fused score")
 
 
 @dataclass
@@ -96,12 +135,18 @@ def load_liveness_model(json_path: Path, num_threads: int = 1) -> LivenessModel:
     try:
         features = list(meta["input"]["features"])
         crop = meta["input"]["crop"]
-        threshold = float(meta["threshold"])
+        threshold = _in_range(json_path, "threshold", meta["threshold"], *THRESHOLD_RANGE)
+        scale = _in_range(json_path, "input.crop.scale", crop["scale"], *CROP_SCALE_RANGE)
+        size = _in_range(json_path, "input.crop.size", crop["size"], *CROP_SIZE_RANGE)
+        if size != int(size):
+            raise ModelError(f"{json_path}: input.crop.size must be an integer, got {crop['size']!r}")
+        kind = meta["output"]["kind"]
+        if kind not in OUTPUT_KINDS:
+            raise ModelError(f"{json_path}: output.kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
         if feature_channels(features) != model.input.shape[-1]:
             raise ModelError(f"{json_path}: features {features} make {feature_channels(features)} channels, "
                              f"the model takes {model.input.shape[-1]}")
-        return LivenessModel(model, features, float(crop["scale"]), int(crop["size"]), threshold,
-                             meta.get("output", {}).get("kind", "live_logit"))
+        return LivenessModel(model, features, scale, int(size), threshold, kind)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{json_path}: liveness metadata incomplete or malformed ({exc!r})") from None
 
@@ -114,15 +159,29 @@ def load_scorer(models_dir: str | Path, names: list[str], num_threads: int = 1) 
         fusion = Fusion({only.name: 1.0}, 0.0, only.threshold, source=f"{only.name}.json threshold")
     else:
         path = models_dir / "fusion.json"
-        try:
-            meta = json.loads(path.read_text())
-            fusion = Fusion({k: float(v) for k, v in meta["weights"].items()}, float(meta["bias"]),
-                            float(meta["threshold"]), source=path.name)
-        except FileNotFoundError:
-            raise ModelError(f"{path}: several liveness models configured but no fusion file") from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{path}: malformed fusion metadata ({exc!r})") from None
-        missing = set(fusion.weights) - {m.name for m in models}
-        if missing:
-            raise ModelError(f"{path}: fusion weights name models that are not configured: {sorted(missing)}")
+        if not path.exists():
+            raise ModelError(f"{path}: several liveness models configured but no fusion file")
+        fusion = load_fusion(path, {m.name: m.model.metadata["sha256"] for m in models})
     return LivenessScorer(models, fusion)
+
+
+def load_fusion(path: Path, model_sha256: dict[str, str]) -> Fusion:
+    """``fusion.json``, sealed, range-checked and fitted on exactly the models configured."""
+    meta = read_sealed_json(path, "fusion metadata")
+    try:
+        weights = {str(k): _in_range(path, f"weights.{k}", v, 0.0, MAX_WEIGHT) for k, v in meta["weights"].items()}
+        bias = _in_range(path, "bias", meta["bias"], -MAX_ABS_BIAS, MAX_ABS_BIAS)
+        threshold = _in_range(path, "threshold", meta["threshold"], *THRESHOLD_RANGE)
+        fitted = dict(meta["models"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{path}: malformed fusion metadata ({exc!r})") from None
+    if not any(w > 0 for w in weights.values()):
+        raise ModelError(f"{path}: every fusion weight is 0: the decision would ignore the models")
+    if set(weights) != set(model_sha256):
+        raise ModelError(f"{path}: fusion weights name {sorted(weights)}, the configured models are "
+                         f"{sorted(model_sha256)}")
+    for name, sha in model_sha256.items():
+        if fitted.get(name) != sha:
+            raise ModelError(f"{path}: fitted on {name} with sha256 {str(fitted.get(name))[:12]}..., the installed "
+                             f"model is {sha[:12]}...: the fusion belongs to other models")
+    return Fusion(weights, bias, threshold, source=path.name)

@@ -53,7 +53,7 @@ from paho.mqtt.properties import Properties
 from edge_app import __version__
 from edge_app.config import Config, ConfigError, MqttConfig
 from edge_app.events import DECISIONS, SCHEMA_VERSION
-from edge_app.spool import Spool, SpoolError
+from edge_app.spool import RateLimitedLog, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,9 @@ RESEND_STALL_S = 30.0  # after a reconnect, how long new events wait behind paho
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_ID = 128
+# Events kept in memory while the spool cannot be written (a full disk): beyond this the oldest
+# are dropped, counted in spool_dropped and logged. About 1 KB each.
+MEMORY_EVENTS = 1000
 CPU_TEMP_PATH = "/sys/class/thermal/thermal_zone0/temp"
 
 # The command-line flag that sets each key, so a bad value is traced to where it came from.
@@ -364,6 +367,8 @@ def read_password(cfg: MqttConfig) -> str | None:
         path = Path(cfg.password_file).expanduser()
         try:
             mode = path.stat().st_mode
+            if not stat.S_ISREG(mode):  # a FIFO would block start-up forever
+                raise ConfigError(f"mqtt.password_file: {path}: not a regular file")
             password = path.read_text(encoding="utf-8").rstrip("\r\n")
         except FileNotFoundError:
             raise ConfigError(f"mqtt.password_file: {path}: file not found") from None
@@ -500,11 +505,20 @@ class MqttPublisher:
             raise ConfigError(f"{_key('mqtt.port')}: {cfg.port} is not a TCP port")
         if "\x00" in self.client_id:
             raise ConfigError(f"{_key('mqtt.client_id')}: contains a NUL character")
+        if len(self.client_id.encode("utf-8", "surrogatepass")) > 128:
+            # brokers refuse long ids, and paho's network thread then died for good
+            raise ConfigError(f"{_key('mqtt.client_id')}: at most 128 bytes, got {len(self.client_id.encode('utf-8', 'surrogatepass'))}")
         if not 0 < cfg.reconnect_min_s <= cfg.reconnect_max_s:
             raise ConfigError(f"mqtt.reconnect_min_s / mqtt.reconnect_max_s: need 0 < min <= max, got "
                               f"{cfg.reconnect_min_s} and {cfg.reconnect_max_s}")
-        if cfg.keepalive_s < 5:
-            raise ConfigError(f"mqtt.keepalive_s: at least 5 seconds, got {cfg.keepalive_s}")
+        if not 5 <= cfg.keepalive_s <= 65535:
+            raise ConfigError(f"mqtt.keepalive_s: between 5 and 65535 seconds, got {cfg.keepalive_s}")
+        if cfg.reply_prefix:
+            validate_topic(cfg.reply_prefix, "mqtt.reply_prefix")
+            if cfg.reply_prefix.split("/")[0] in (cfg.discovery_prefix, "$SYS") or \
+                    self.topics.base.startswith(cfg.reply_prefix + "/") or self.topics.base == cfg.reply_prefix:
+                raise ConfigError(f"mqtt.reply_prefix: {cfg.reply_prefix!r} would cover the device's own or "
+                                  f"Home Assistant's topics; pick a prefix of its own, e.g. 'doors/replies'")
         self._v5 = cfg.protocol == "5"
         self._password = read_password(cfg)
         self._tls = tls_context(cfg) if cfg.tls else None
@@ -537,7 +551,11 @@ class MqttPublisher:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._acks: collections.deque = collections.deque()  # (mid, reason code) from paho's thread
-        self._unspooled: collections.deque = collections.deque(maxlen=1000)  # only when the spool fails
+        # (event_id, payload, seq) not in the spool because it could not be written; all newer than
+        # every spooled event (while it holds any, new events queue behind it), so order holds
+        self._memory: collections.deque = collections.deque()
+        self._memory_dropped = 0
+        self._spool_log = RateLimitedLog(log)
         self._incoming: collections.deque = collections.deque()  # from the camera thread, not yet spooled
         self._depth_lock = threading.Lock()
         # sender-thread state
@@ -617,7 +635,7 @@ class MqttPublisher:
         doc.update(pipeline)
         doc.update({
             "spool_depth": self.spool_depth(),
-            "spool_dropped": self.spool.dropped(),
+            "spool_dropped": self.spool.dropped() + self._memory_dropped,
             "events_sent": self._sent,
             "started_at": self._started_at_utc,
             "uptime_s": round(time.monotonic() - self._started_at, 1),
@@ -647,7 +665,7 @@ class MqttPublisher:
         # the lock covers the hand-over from the queue to the spool's reservation; it is never
         # held across the commit, and the spool swaps its stored/reserved counts as one
         with self._depth_lock:
-            return len(self._incoming) + self.spool.depth()
+            return len(self._incoming) + len(self._memory) + self.spool.depth()
 
     @property
     def connected(self) -> bool:
@@ -668,7 +686,7 @@ class MqttPublisher:
         self._stopped = True
         deadline = time.monotonic() + timeout
         if self._started:
-            while (self._incoming or (self._connected.is_set() and self.spool.depth() > 0)) \
+            while (self._incoming or (self._connected.is_set() and (self.spool.depth() > 0 or self._memory))) \
                     and time.monotonic() < deadline:
                 self._wake.set()
                 time.sleep(0.02)
@@ -690,6 +708,7 @@ class MqttPublisher:
             self._connected.clear()
         self._stopping.set()
         self._spool_incoming()  # whatever the sender did not get to: never lost on a clean stop
+        self._save_memory_at_stop()
         left = self.spool.depth()
         if left:
             log.info("MQTT stopped; %d events stay in the spool %s for the next start", left, self.spool.path)
@@ -804,7 +823,8 @@ class MqttPublisher:
         self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:
-        # A malformed command must never take the network thread down with it.
+        # A malformed command must never take the network thread down with it, and still gets
+        # an answer (docs/mqtt.md promises one for every request).
         try:
             if msg.topic == self.topics.cmd_verify:
                 self._on_verify(msg)
@@ -814,8 +834,18 @@ class MqttPublisher:
                 if msg.payload.strip() == ONLINE.encode():
                     log.info("Home Assistant is online: re-publishing discovery")
                     self._publish_discovery()
-        except Exception:
+        except Exception as exc:
             log.exception("MQTT command on %s failed", msg.topic)
+            answers = {self.topics.cmd_verify: ("verify_result", self.topics.verify_result, "event"),
+                       self.topics.cmd_check_image: ("check_image_result", self.topics.check_image_result, "result")}
+            if msg.topic in answers:
+                kind, fallback, field_name = answers[msg.topic]
+                try:
+                    route = self._route(msg, fallback)
+                    self._reply(route, kind, None, "error", error=f"request failed: {type(exc).__name__}",
+                                **{field_name: None})
+                except Exception:
+                    log.exception("MQTT error reply on %s failed", fallback)
 
     def _publish_discovery(self) -> None:
         for topic, config in self._discovery.items():
@@ -861,19 +891,53 @@ class MqttPublisher:
             batch = []
             while self._incoming:
                 batch.append(self._incoming.popleft())
+            from_memory = len(self._memory)
+            if from_memory:
+                # events held in memory go first, and new ones queue behind them: order holds
+                self._memory.extend(batch)
+                batch = list(self._memory)
+                self._memory.clear()
             if not batch:
                 return
             self.spool.reserve(len(batch))  # still counted while the commit runs
         try:
             self.spool.put_many(batch, state=batch[-1][1])
-        except SpoolError as exc:
-            # Durability is gone, delivery need not be: keep them in memory and say so.
-            log.error("%s; publishing without the spool", exc)
-            self._unspooled.extend(payload for _, payload, _ in batch)
-        except Exception as exc:  # the spool was closed by stop(), or a bug: log, never crash the sender
-            log.error("%d event(s) not spooled: %s", len(batch), exc)
+            if from_memory:
+                log.info("spool %s writable again: the %d event(s) kept in memory are now spooled",
+                         self.spool.path, from_memory)
+        except Exception as exc:  # SpoolError (a full disk), the spool closed by stop(), or a bug
+            # Durability is gone, delivery need not be: keep them in memory, bounded, and say so.
+            with self._depth_lock:
+                self._memory.extendleft(reversed(batch))
+                over = len(self._memory) - MEMORY_EVENTS
+                lost = [self._memory.popleft() for _ in range(max(0, over))]
+            self._memory_dropped += len(lost)
+            self._spool_log(logging.ERROR, "%s; %d event(s) held in memory (at most %d) and published from there%s",
+                            exc if isinstance(exc, SpoolError) else f"events not spooled: {exc!r}",
+                            len(self._memory), MEMORY_EVENTS,
+                            f"; {self._memory_dropped} dropped so far (oldest first, counted in spool_dropped)"
+                            if self._memory_dropped else "")
         finally:
             self.spool.reserve(0)
+
+    def _save_memory_at_stop(self) -> None:
+        """A clean stop with events still in memory: store what the spool takes, name the rest."""
+        saved = 0
+        while self._memory:
+            try:
+                self.spool.put_many([self._memory[0]])
+            except Exception:
+                break
+            self._memory.popleft()
+            saved += 1
+        if self._memory_dropped or self._memory:
+            lost = list(self._memory)
+            seqs = [seq for _, _, seq in lost if isinstance(seq, int)]
+            log.error("MQTT stopped with the spool unwritable: %d event(s) saved at the last moment, %d lost now%s%s, "
+                      "%d dropped earlier from the memory queue",
+                      saved, len(lost), f" (seq {min(seqs)}..{max(seqs)})" if seqs else "",
+                      ": " + ", ".join(e for e, _, _ in lost) if lost else "", self._memory_dropped)
+            self._memory.clear()
 
     def _process_acks(self) -> None:
         delivered, refused, why = [], [], ""
@@ -893,12 +957,18 @@ class MqttPublisher:
             self.spool.drop(refused, why)
 
     def _hand_events(self) -> None:
-        while self._unspooled and self._connected.is_set():
-            self._client.publish(self.topics.events, self._unspooled.popleft(), qos=1)
         room = EVENT_WINDOW - len(self._inflight)
         if room <= 0:
             return
-        for row in self.spool.pending(self._cursor, room):
+        rows = self.spool.pending(self._cursor, room)
+        if not rows:
+            # every spooled event is out: the memory-held ones are newer, their turn now
+            while self._memory and room > 0 and self._connected.is_set():
+                with self._depth_lock:
+                    _, payload, _ = self._memory.popleft()
+                self._client.publish(self.topics.events, payload, qos=1)
+                room -= 1
+        for row in rows:
             self._cursor = row.row_id
             try:
                 info = self._client.publish(self.topics.events, row.payload, qos=1)
@@ -935,10 +1005,27 @@ class MqttPublisher:
         response = getattr(incoming, "ResponseTopic", None) if incoming is not None else None
         if response:
             try:
-                return _Route(validate_topic(response, "response topic"), props, correlation)
+                topic = validate_topic(response, "response topic")
             except ConfigError as exc:
                 return _Route(fallback, props, correlation, problem=str(exc))
+            if not self._reply_allowed(topic, fallback):
+                # A requester must not make the device publish where it may not itself: on the
+                # device's events, state or availability, another device's topics, discovery.
+                log.warning("MQTT request on %s asked for a reply on %r, outside the allowed reply topics; "
+                            "answered with an error on %s", msg.topic, topic[:200], fallback)
+                return _Route(fallback, props, correlation,
+                              problem=f"response topic {topic[:200]!r} refused: replies go only to {fallback} "
+                                      f"or below it{self._prefix_note()}")
+            return _Route(topic, props, correlation)
         return _Route(fallback, props, correlation)
+
+    def _reply_allowed(self, topic: str, fallback: str) -> bool:
+        prefix = self.cfg.reply_prefix
+        return (topic == fallback or topic.startswith(fallback + "/")
+                or bool(prefix) and (topic == prefix or topic.startswith(prefix + "/")))
+
+    def _prefix_note(self) -> str:
+        return f" or under mqtt.reply_prefix {self.cfg.reply_prefix}" if self.cfg.reply_prefix else ""
 
     def _reply(self, route: _Route, kind: str, request_id, status: str, *, error: str | None = None,
                **extra) -> None:
@@ -973,12 +1060,19 @@ class MqttPublisher:
             raise _BadRequest("request is not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise _BadRequest(f"request is not valid JSON ({exc.msg} at character {exc.pos})") from None
+        except RecursionError:
+            raise _BadRequest("request JSON is nested too deeply") from None
         if not isinstance(body, dict):
             raise _BadRequest(f"request must be a JSON object, got {type(body).__name__}")
         rid = body.get("request_id")
         if rid is not None and (isinstance(rid, bool) or not isinstance(rid, (str, int))
                                 or len(str(rid)) > MAX_REQUEST_ID):
             raise _BadRequest(f"request_id must be a string or integer of at most {MAX_REQUEST_ID} characters")
+        if isinstance(rid, str):
+            try:
+                rid.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\\ud800") cannot go back out as UTF-8
+                raise _BadRequest("request_id is not valid Unicode (a lone surrogate escape)") from None
         return body
 
     def _on_verify(self, msg) -> None:

@@ -126,7 +126,7 @@ class Pipeline:
         for name, ms in result.timing_ms.items():
             timing[f"model_{name}"] = timing.get(f"model_{name}", 0.0) + ms
         timing["liveness"] = timing.get("liveness", 0.0) + elapsed * 1e3
-        if elapsed > self.cfg.liveness.timeout_s:
+        if not elapsed <= self.cfg.liveness.timeout_s:  # written so that a NaN limit fails closed
             return Observation(box, None, frame_seq=frame.seq,
                                reason=f"liveness timeout ({elapsed * 1e3:.0f} ms > {self.cfg.liveness.timeout_s * 1e3:.0f} ms)")
         return Observation(box, result.fused, result.scores, frame.seq)
@@ -138,7 +138,8 @@ class Pipeline:
         faces = self.detect(frame)
         timing["detect"] = (time.perf_counter() - t0) * 1e3
         age = time.monotonic() - frame.captured_at
-        stale = f"stale frame ({age:.2f} s old)" if age > self.cfg.decision.max_frame_age_s else ""
+        # written so that a NaN limit (or clock) marks the frame stale rather than fresh
+        stale = "" if age <= self.cfg.decision.max_frame_age_s else f"stale frame ({age:.2f} s old)"
         observations = [self.observe(frame, face, stale, timing) for face in faces]
         self.stats.frames += 1
         self.stats.frame_done.append(time.monotonic())

@@ -15,6 +15,8 @@ deletes. SQLite serialises writers anyway; the lock keeps the Python-side counte
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sqlite3
 import threading
 import time
@@ -38,6 +40,26 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+class RateLimitedLog:
+    """One log line per ``interval_s`` for a repeating problem, then a count of the ones held back:
+    a full disk for an hour is a handful of lines, not one per event."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
+        self.logger, self.interval_s = logger, interval_s
+        self._last = -float("inf")
+        self._held = 0
+
+    def __call__(self, level: int, msg: str, *args) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._held += 1
+            return
+        if self._held:
+            msg += f" ({self._held} more like this in the last {now - self._last:.0f} s not logged)"
+        self._last, self._held = now, 0
+        self.logger.log(level, msg, *args)
+
+
 class SpoolError(RuntimeError):
     """The spool file cannot be opened or written; the message names the file."""
 
@@ -59,6 +81,8 @@ class Spool:
         self.path = Path(path)
         self.max_events = max_events
         self._lock = threading.Lock()
+        self._full_log = RateLimitedLog(log)
+        self._ack_log = RateLimitedLog(log)
         self._db = self._open(synchronous)
         with self._lock:
             self._depth = self._db.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -79,7 +103,9 @@ class Spool:
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # events name decisions and people's comings and goings: owner-only, whoever starts us
+            # (systemd's StateDirectoryMode does this for the service; a hand start must too)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise SpoolError(f"spool {self.path}: cannot create its directory ({exc})") from None
         try:
@@ -102,6 +128,12 @@ class Spool:
                 raise SpoolError(f"spool {self.path}: cannot open ({exc2})") from None
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite's -wal/-shm copy its mode
+            if stat.S_IMODE(os.stat(self.path).st_mode) & 0o077:
+                os.chmod(self.path, 0o600)
+        except OSError as exc:  # not ours to change, or unreadable: sqlite3 says which below
+            log.warning("spool %s: cannot make it owner-only (%s)", self.path, exc.strerror or exc)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         try:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -179,8 +211,8 @@ class Spool:
             self._count = (self._depth, 0)
             if dropped:
                 self._dropped += dropped
-                log.warning("spool %s full (%d events): dropped the %d oldest, %d dropped in total",
-                            self.path, self.max_events, dropped, self._dropped)
+                self._full_log(logging.WARNING, "spool %s full (%d events): dropped the %d oldest, %d dropped in total",
+                               self.path, self.max_events, dropped, self._dropped)
             return rows
 
     # -- the sender side ----------------------------------------------------------------------
@@ -209,7 +241,8 @@ class Spool:
             except sqlite3.Error as exc:
                 self._rollback()
                 # Not fatal: the events stay and are sent again (subscribers de-duplicate by event_id).
-                log.error("spool %s: cannot remove %d delivered events (%s)", self.path, len(row_ids), exc)
+                self._ack_log(logging.ERROR, "spool %s: cannot remove %d delivered events (%s)",
+                              self.path, len(row_ids), exc)
                 return 0
             self._depth -= removed
             self._count = (self._depth, self._count[1])

@@ -3,7 +3,10 @@ the frame loop. Each image is one frame; its decision uses the same fail-closed 
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -36,20 +39,57 @@ class StillResult:
 def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str]]:
     """(path, problem) pairs: files as given, directories expanded to their images.
 
-    A problem is reported for an empty directory or a path that does not exist, so the
-    caller can list it and go on with the rest.
+    A problem is reported for a directory with no images, one that cannot be read, a path
+    that does not exist and a symlink loop, each said as what it is, so the caller can list
+    it and go on with the rest. Whether a file is a regular file is the loader's check.
     """
     for p in map(Path, paths):
-        if p.is_dir():
-            images = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not images:
-                yield p, f"{p}: directory holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-            for f in images:
-                yield f, ""
-        elif p.exists():
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            yield p, (f"{p}: broken symbolic link (its target does not exist)" if p.is_symlink()
+                      else f"{p}: no such file or directory")
+            continue
+        except PermissionError:
+            yield p, f"{p}: cannot be reached (permission denied on a folder above it)"
+            continue
+        except OSError as exc:
+            why = "symbolic link loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+            yield p, f"{p}: {why}"
+            continue
+        if not stat.S_ISDIR(st.st_mode):
             yield p, ""
+            continue
+        images, problems = [], []
+
+        def unreadable(exc: OSError) -> None:
+            why = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc))
+            problems.append(f"{exc.filename}: folder cannot be read ({why})")
+
+        for root, dirs, files in os.walk(p, onerror=unreadable):
+            dirs.sort()
+            images += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        for problem in problems:
+            yield p, problem
+        if not images and not problems:
+            yield p, f"{p}: directory holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        for f in sorted(images):
+            yield f, ""
+
+
+def printable(text: str) -> str:
+    """``text`` for one line of human output: control characters and unpaired surrogates
+    escaped, so a file name cannot forge lines or columns (a newline, a tab)."""
+    out = []
+    for ch in str(text):
+        cp = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif cp < 0x20 or 0x7F <= cp < 0xA0 or 0xD800 <= cp < 0xE000 or ch in "\u2028\u2029":
+            out.append(repr(ch)[1:-1] if cp < 0x10000 and ch.isascii() else f"\\u{cp:04x}")
         else:
-            yield p, f"{p}: no such file or directory"
+            out.append(ch)
+    return "".join(out)
 
 
 def score_still(pipeline: Pipeline, path: Path, keep_image: bool = False) -> StillResult:
@@ -75,7 +115,7 @@ def score_stills(cfg: Config, detector: FaceDetector, scorer: LivenessScorer,
     pipeline = Pipeline(cfg, detector, scorer, device_id=cfg.resolved_device_id())
     for path, problem in expand_paths(paths):
         if problem:
-            log.warning("%s", problem)
+            log.warning("%s", printable(problem))
             yield StillResult(str(path), False, None, "error", problem, missing=True)
             continue
         yield score_still(pipeline, path, keep_images)

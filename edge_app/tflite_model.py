@@ -90,16 +90,70 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_metadata(json_path: Path) -> dict:
+# The metadata carries thresholds, crop geometry and output meanings: numbers that decide
+# `live` as much as the weights do. Its own sha256 (of the canonical JSON of everything but
+# this key) is recorded by the code in convert/ that writes it and checked at every load, so
+# a hand edit or a corrupted copy is refused like a changed .tflite. Re-record after a
+# deliberate edit with `python -m convert.seal_metadata models/*.json`.
+SEAL_KEY = "metadata_sha256"
+
+
+def metadata_digest(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != SEAL_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def write_metadata(path: Path, meta: dict) -> Path:
+    """Write a metadata or fusion JSON with its seal; NaN and infinities are refused."""
+    sealed = {k: v for k, v in meta.items() if k != SEAL_KEY}
+    sealed[SEAL_KEY] = metadata_digest(sealed)
+    Path(path).write_text(json.dumps(sealed, indent=2, allow_nan=False) + "\n")
+    return Path(path)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_sealed_json(json_path: Path, what: str = "metadata") -> dict:
+    """A JSON object whose recorded seal matches its content; ModelError otherwise."""
+    json_path = Path(json_path)
     try:
-        meta = json.loads(Path(json_path).read_text())
+        if json_path.exists() and not json_path.is_file():
+            raise ModelError(f"{json_path}: model {what} is not a regular file")
+        # parse_constant: NaN / Infinity are not JSON and must not reach a threshold
+        meta = json.loads(json_path.read_text(), parse_constant=_reject_constant)
     except FileNotFoundError:
-        raise ModelError(f"{json_path}: model metadata not found") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{json_path}: metadata is not valid JSON ({exc})") from None
+        raise ModelError(f"{json_path}: model {what} not found") from None
+    except PermissionError:
+        raise ModelError(f"{json_path}: model {what} not readable by this user (permission denied)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise ModelError(f"{json_path}: {what} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ModelError(f"{json_path}: model {what} cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{json_path}: {what} must be a JSON object")
+    recorded = meta.get(SEAL_KEY)
+    if not isinstance(recorded, str):
+        raise ModelError(f"{json_path}: {what} has no {SEAL_KEY} record; it was not written by convert/ "
+                         f"(after a deliberate edit: python -m convert.seal_metadata {json_path})")
+    actual = metadata_digest(meta)
+    if actual != recorded:
+        raise ModelError(f"{json_path}: {what} content does not match its {SEAL_KEY} record ({actual[:12]}... "
+                         f"against {recorded[:12]}...): edited or corrupted since convert/ wrote it")
+    return meta
+
+
+def read_metadata(json_path: Path) -> dict:
+    meta = read_sealed_json(json_path, "metadata")
     for key in ("name", "version", "file", "sha256", "task", "input"):
         if key not in meta:
             raise ModelError(f"{json_path}: metadata lacks required key {key!r}")
+    if not isinstance(meta["file"], str) or Path(meta["file"]).name != meta["file"]:
+        raise ModelError(f"{json_path}: metadata key 'file' must name a file beside it, got {meta['file']!r}")
+    if not isinstance(meta["sha256"], str):
+        raise ModelError(f"{json_path}: metadata key 'sha256' must be a string")
     return meta
 
 

@@ -97,11 +97,13 @@ def test_a_good_setup_passes(tmp_path, broker, capsys):
     assert statuses(rows, "config") == ["PASS"]
     from edge_app.config import Config
 
-    # the detectors of detector.model (both by default), each configured liveness model, and the fusion
+    # the detectors of detector.model (both by default), each configured liveness model, forensics, the
+    # fusion and the strict JPEG check
     from edge_app.detector import DETECTOR_MODELS
 
     n_detectors = len(DETECTOR_MODELS[Config().detector.model])
-    assert statuses(rows, "models") == ["PASS"] * (len(Config().liveness.models) + n_detectors + 1)
+    assert statuses(rows, "models") == ["PASS"] * (len(Config().liveness.models) + n_detectors + 3)
+    assert "strict JPEG decoding" in detail(rows, "models")
     assert "face_detection_short_range" in detail(rows, "models") and "sha256" in detail(rows, "models")
     assert "face_detection_full_range" in detail(rows, "models")
     assert statuses(rows, "broker") == ["PASS"] and "Success" in detail(rows, "broker")

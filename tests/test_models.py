@@ -8,7 +8,7 @@ from edge_app.config import Config
 from edge_app.crop import crop_face
 from edge_app.features import model_input
 from edge_app.liveness import load_liveness_model
-from edge_app.tflite_model import ModelError, load_model
+from edge_app.tflite_model import ModelError, load_model, write_metadata
 from tests.conftest import nuaa_rows
 
 LIVENESS = Config().liveness.models
@@ -70,7 +70,7 @@ def test_truncated_model_with_matching_hash_is_refused_by_the_runtime(models_dir
     from edge_app.tflite_model import file_sha256
 
     meta["sha256"] = file_sha256(path)
-    meta_path.write_text(json.dumps(meta))
+    write_metadata(meta_path, meta)  # a consistent, re-sealed file: the later check must catch it
     with pytest.raises(ModelError, match=path.name):
         load_model(meta_path)
 
@@ -87,12 +87,12 @@ def test_hash_mismatch_is_refused(models_dir, tmp_path):
 def test_input_spec_mismatch_is_refused_with_what_differs(models_dir, tmp_path):
     path, meta_path, meta = _copy_model(models_dir, LIVENESS[0], tmp_path)
     meta["input"]["shape"] = [1, 64, 64, 3]
-    meta_path.write_text(json.dumps(meta))
+    write_metadata(meta_path, meta)  # a consistent, re-sealed file: the later check must catch it
     with pytest.raises(ModelError, match=r"input spec does not match.*shape \[1, 64, 64, 3\] declared"):
         load_model(meta_path)
     meta["input"]["shape"] = json.loads((models_dir / f"{LIVENESS[0]}.json").read_text())["input"]["shape"]
     meta["input"]["quantization"]["zero_point"] += 3
-    meta_path.write_text(json.dumps(meta))
+    write_metadata(meta_path, meta)  # a consistent, re-sealed file: the later check must catch it
     with pytest.raises(ModelError, match="quantization"):
         load_model(meta_path)
 

@@ -104,14 +104,14 @@ def check_models(cfg: Config) -> list[Result]:
     models_dir = cfg.resolved_models_dir()
     results = []
     ok = True
-    from edge_app.detector import DETECTOR_MODELS
-
-    from edge_app.detector import SHORT_RANGE
+    from edge_app.detector import DETECTOR_MODELS, SHORT_RANGE
 
     detectors = list(DETECTOR_MODELS[cfg.detector.model])
     if cfg.detector.closeup_retry and SHORT_RANGE not in detectors:
         detectors.append(SHORT_RANGE)  # the close-up retry's model
-    for name in [*detectors, *cfg.liveness.models]:
+    # the forensics model is optional (check_image answers not_available without it), checked when present
+    forensics = [cfg.forensics.model] if (models_dir / f"{cfg.forensics.model}.json").exists() else []
+    for name in [*detectors, *cfg.liveness.models, *forensics]:
         try:
             model = load_model(models_dir / f"{name}.json")
         except ModelError as exc:
@@ -119,13 +119,21 @@ def check_models(cfg: Config) -> list[Result]:
             ok = False
             continue
         results.append(Result("models", "PASS", f"{name} {model.version}: sha256 "
-                              f"{model.metadata['sha256'][:12]}... and input spec verified ({model.path})"))
+                              f"{model.metadata['sha256'][:12]}..., metadata seal and input spec verified ({model.path})"))
     if ok:
         try:
             scorer = load_scorer(models_dir, cfg.liveness.models)
-            results.append(Result("models", "PASS", f"liveness fusion: threshold {scorer.threshold:.4f} from {scorer.fusion.source}"))
+            results.append(Result("models", "PASS", f"liveness fusion: threshold {scorer.threshold:.4f} from "
+                                  f"{scorer.fusion.source} (sealed, in range, fitted on these models)"))
         except ModelError as exc:
             results.append(Result("models", "FAIL", f"liveness fusion: {exc}"))
+    from edge_app import jpeg_strict
+
+    if jpeg_strict.available():
+        results.append(Result("models", "PASS", "strict JPEG decoding: libturbojpeg reports corrupt JPEG data"))
+    else:
+        results.append(Result("models", "WARN", "strict JPEG decoding unavailable: corrupt JPEG data in stills and "
+                              "file frames is not detected (install libturbojpeg0)"))
     return results
 
 

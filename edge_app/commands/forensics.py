@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge_app.commands import add_common, config_from_args
 from edge_app.forensics import check_image, load_analyzer, region_mask, render_heatmap
-from edge_app.stills import expand_paths
+from edge_app.stills import expand_paths, printable
 from edge_app.tflite_model import ModelError
 
 
@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     fc = cfg.forensics
     threshold = args.threshold if args.threshold is not None else (fc.threshold or None)
+    if threshold is not None and not 0 < threshold < 1:  # float("nan") parses; no comparison with it holds
+        print(f"edge-app forensics: --threshold {args.threshold}: must be between 0 and 1", file=sys.stderr)
+        return 2
     try:
         analyzer = load_analyzer(cfg.resolved_models_dir(), fc.model, fc.threads, threshold)
     except ModelError as exc:
@@ -139,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                         detail += f"; JPEG q~{src['jpeg_quality_estimate']}"
                     for note in result["notes"]:
                         detail += f"; {note}"
-                print(f"{path}\t{verdict}\t{score or '-'}\t{detail}", flush=True)
+                print(f"{printable(path)}\t{verdict}\t{score or '-'}\t{printable(detail)}", flush=True)
             if writer:
                 writer.writerow([str(path), score, verdict])
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 from edge_app.annotate import AnnotateError, Annotator, Mark, decision_label
 from edge_app.commands import add_common, config_from_args
 from edge_app.pipeline import load_models
-from edge_app.stills import score_stills
+from edge_app.stills import printable, score_stills
 from edge_app.tflite_model import ModelError
 
 
@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
             score = "" if r.score is None else f"{r.score:.4f}"
             per_model = " ".join(f"{k}={v:.4f}" for k, v in (r.scores or {}).items())
             detail = r.message if r.decision in ("error", "no_face", "uncertain") else per_model
-            print(f"{r.path}\t{r.decision}\t{score or '-'}\t{detail}".rstrip(), flush=True)
+            # names and messages escaped: a file name must not forge a line or a column
+            print(f"{printable(r.path)}\t{r.decision}\t{score or '-'}\t{printable(detail)}".rstrip(), flush=True)
             if writer:
                 writer.writerow([r.path, str(r.face_found).lower(), score, r.decision])
     finally:

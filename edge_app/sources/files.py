@@ -55,7 +55,10 @@ class FileSource:
 def open_source(cfg: SourceConfig) -> FileSource:
     if not cfg.path:
         raise SourceError("source.path: the files source needs a directory, file or glob")
-    paths = list_images(cfg.path)
+    try:
+        paths = list_images(cfg.path)
+    except OSError as exc:  # an unreadable folder is not "no images"
+        raise SourceError(f"{cfg.path}: cannot be read ({exc.strerror or exc})") from None
     if not paths:
         raise SourceError(f"{cfg.path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     log.info("files source: %d images from %s%s", len(paths), cfg.path, " (looped)" if cfg.loop else "")
