@@ -220,6 +220,7 @@ _RANGES: dict[str, tuple[str, float, float, str]] = {
     "mqtt.keepalive_s": ("[", 5, 65535, "]"),  # MQTT carries it in 16 bits
     "mqtt.spool_max_events": ("[", 1, 10_000_000, "]"),
     "mqtt.health_interval_s": ("[", 1, 86400, "]"),
+    "log.status_interval_s": ("[", 0, 86400, "]"),  # 0 turns the status line off
     "mqtt.reconnect_min_s": ("[", 0.1, 3600, "]"),
     "mqtt.reconnect_max_s": ("[", 0.1, 86400, "]"),
     "snapshots.retention_hours": ("(", 0, 87600, "]"),
