@@ -45,7 +45,8 @@ def test_full_range_anchor_grid_and_metadata(models_dir):
     assert anchors.shape == (2304, 2)  # 48x48 cells, one anchor each
     assert np.allclose(anchors[0], [0.5 / 48, 0.5 / 48]) and np.allclose(anchors[1], [1.5 / 48, 0.5 / 48])
     meta = json.loads((models_dir / "face_detection_full_range.json").read_text())
-    assert meta == MODELS["face_detection_full_range"]
+    seal = meta.pop("metadata_sha256")  # written by convert/ (edge_app.tflite_model.write_metadata)
+    assert meta == MODELS["face_detection_full_range"] and len(seal) == 64
     assert meta["source"]["member"].endswith("face_detection_full_range_sparse.tflite")
     assert meta["input"]["shape"] == [1, 192, 192, 3] and meta["anchors"]["count"] == 2304
 

@@ -30,7 +30,7 @@ NAMES = Config().liveness.models
 def models_copy(models_dir, tmp_path) -> Path:
     out = tmp_path / "models"
     out.mkdir()
-    for name in [*NAMES, "face_detection_short_range", "forensics_cnn"]:
+    for name in [*NAMES, "face_detection_short_range", "face_detection_full_range", "forensics_cnn"]:
         for suffix in (".json", ".tflite"):
             shutil.copy(models_dir / f"{name}{suffix}", out / f"{name}{suffix}")
     shutil.copy(models_dir / "fusion.json", out / "fusion.json")

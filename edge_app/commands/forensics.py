@@ -54,11 +54,12 @@ SLOW_PIXELS = 2_000_000  # images over this many pixels report their progress on
 
 def _progress_for(path: Path):
     """A progress callback that prints each stage for a large image (stderr), else None."""
-    try:
-        from PIL import Image
+    from edge_app.images import open_image_file, probe
 
-        with Image.open(path) as im:
-            w, h = im.size
+    try:
+        # the strict opener: a FIFO or a device is refused here without blocking
+        with open_image_file(path) as fp:
+            w, h, _ = probe(fp, str(path))
     except Exception:  # the analysis reports the problem itself
         return None
     if w * h <= SLOW_PIXELS:
