@@ -123,32 +123,29 @@ def drift(evalset: dict, train: dict, teachers: Path) -> dict:
     return out
 
 
-def distill(train: dict, evalset: dict, teachers: Path, epochs: int) -> dict:
-    import keras
-
+def distill(train: dict, evalset: dict, teachers: Path, epochs: int) -> tuple[dict, dict]:
+    """Distil a ReLU student per kind; after each epoch, how close its live logit is to the teacher's."""
     out, students = {}, {}
     for kind in mf.KINDS:
         x_eval = mf.rgb_input(evalset[kind])
         ref = mf.teacher_model(kind, teachers / mf.TEACHERS[kind])
         live_ref = mf.live_log_odds(ref.predict(x_eval, batch_size=128, verbose=0)[1])
         curve = []
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0 = time.perf_counter()
 
-        class Track(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-                live = self.model.predict(x_eval, batch_size=128, verbose=0)[0][:, 0]
-                row = compare(live_ref, live, evalset["label"], evalset["source"])
-                curve.append({"epoch": epoch + 1, "cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "loss": logs.get("loss"), **row})
-                print(f"  distill {kind} epoch {epoch + 1}: spearman {row['spearman']:.4f} cpu {cpu:.0f}s", file=sys.stderr, flush=True)
+        def track(epoch, student, cpu_s):
+            live = student.predict(x_eval, batch_size=128, verbose=0)[0][:, 0]
+            row = compare(live_ref, live, evalset["label"], evalset["source"])
+            curve.append({"epoch": epoch, "cpu_s": round(cpu_s, 1), "wall_s": round(time.perf_counter() - t0, 1), **row})
+            print(f"  distill {kind} epoch {epoch}: spearman {row['spearman']:.4f} cpu {cpu_s:.0f}s", file=sys.stderr, flush=True)
 
         students[kind] = mf.distill_relu_from_prelu(kind, teachers / mf.TEACHERS[kind], train[kind], epochs=epochs,
-                                                    callbacks=[Track()])
-        out[kind] = {"train_crops": int(len(train[kind])), "images_per_epoch": int(2 * len(train[kind])), "curve": curve}
+                                                    learning_rate=1e-4, on_epoch=track)
+        out[kind] = {"train_crops": int(len(train[kind])), "curve": curve}
     return out, students
 
 
-def int8(calib: dict, evalset: dict, teachers: Path, distilled: dict | None = None, repeats: int = 300) -> dict:
+def int8(calib: dict, evalset: dict, teachers: Path, distilled: dict | None = None, repeats: int = 1000) -> dict:
     """int8 vs float32 TFLite of the ReLU build (and the PReLU one, for its partitions), side by side."""
     from convert.tflite_export import to_float_tflite, to_int8_tflite
     from edge_app.interpreters import create_interpreter, delegate_partitions
@@ -199,7 +196,11 @@ def run(it, x: np.ndarray) -> float:
 
 
 def timing(interps: dict, x: np.ndarray, repeats: int) -> dict:
-    """Median ms per invoke, the variants interleaved in one loop so they share the machine's load."""
+    """ms per invoke, the variants interleaved in one loop so they share the machine's load.
+
+    Wall-clock median, and the median of the calling thread's CPU time: with one thread XNNPACK
+    runs in the caller, so the CPU time holds still when other jobs load the machine.
+    """
     inputs = {}
     for k, it in interps.items():
         d = it.get_input_details()[0]
@@ -211,16 +212,19 @@ def timing(interps: dict, x: np.ndarray, repeats: int) -> dict:
         for _ in range(20):
             it.set_tensor(d["index"], inputs[k][:1])
             it.invoke()
-    samples = {k: [] for k in interps}
+    wall, cpu = {k: [] for k in interps}, {k: [] for k in interps}
     for r in range(repeats):
         for k, it in interps.items():
             it.set_tensor(it.get_input_details()[0]["index"], inputs[k][r % len(x)][None])
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             it.invoke()
-            samples[k].append((time.perf_counter() - t0) * 1e3)
-    med = {f"{a}_{p}": statistics.median(v) for (a, p), v in samples.items()}
-    med["float32_over_int8_relu"] = med["relu_float32"] / med["relu_int8"]
-    return med
+            cpu[k].append((time.thread_time() - c0) * 1e3)
+            wall[k].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for (a, p) in interps:
+        out[f"{a}_{p}"] = {"wall_median": statistics.median(wall[(a, p)]), "cpu_median": statistics.median(cpu[(a, p)])}
+    out["float32_over_int8_relu_cpu"] = out["relu_float32"]["cpu_median"] / out["relu_int8"]["cpu_median"]
+    return out
 
 
 def train_step(teachers: Path, batch: int = 64, steps: int = 6) -> dict:
@@ -265,27 +269,36 @@ def main(argv=None) -> None:
     ap.add_argument("--teachers", type=Path, default=None)
     ap.add_argument("--only", default="drift,distill,int8,train")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--json", type=Path, help="also write every section into this file")
     args = ap.parse_args(argv)
+    results = {}
+
+    def report(name, value):
+        results[name] = value
+        print(json.dumps({name: value}, indent=1), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
+
     teachers = args.teachers or args.datasets.parent / "teachers" / "minifasnet"
     only = set(args.only.split(","))
     rng = np.random.default_rng(0)
     eval_items = nuaa_paths(args.datasets / "nuaa", 50, rng) + padcache_paths(args.padcache, 10, rng)
     evalset = crops(eval_items, "eval")
-    print(json.dumps({"eval_crops": {"n": int(len(evalset["label"])), "live": int(evalset["label"].sum()),
-                                     "nuaa": int((evalset["source"] == "nuaa").sum())}}))
-    train_items = padcache_paths(args.padcache, 100, np.random.default_rng(1), skip={p for p, _, _ in eval_items})
+    report("eval_crops", {"n": int(len(evalset["label"])), "live": int(evalset["label"].sum()),
+                          "nuaa": int((evalset["source"] == "nuaa").sum())})
+    train_items = padcache_paths(args.padcache, 300, np.random.default_rng(1), skip={p for p, _, _ in eval_items})
     train = crops(train_items, "distill")
-    print(json.dumps({"distill_crops": {"n": int(len(train["label"]))}}))
+    report("distill_crops", {"n": int(len(train["label"]))})
     if "drift" in only:
-        print(json.dumps({"drift": drift(evalset, train, teachers)}, indent=1), flush=True)
+        report("drift", drift(evalset, train, teachers))
     distilled = None
     if "distill" in only:
         res, distilled = distill(train, evalset, teachers, args.epochs)
-        print(json.dumps({"distill": res}, indent=1), flush=True)
+        report("distill", res)
     if "int8" in only:
-        print(json.dumps({"int8": int8(train, evalset, teachers, distilled)}, indent=1), flush=True)
+        report("int8", int8(train, evalset, teachers, distilled))
     if "train" in only:
-        print(json.dumps({"train_step": train_step(teachers)}, indent=1), flush=True)
+        report("train_step", train_step(teachers))
 
 
 if __name__ == "__main__":

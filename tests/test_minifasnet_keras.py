@@ -94,3 +94,37 @@ def test_wrong_teacher_file_is_refused(mf):
     model = mf.build_minifasnet("v2", "prelu")
     with pytest.raises(ValueError, match="another kind"):
         mf.load_teacher_weights(model, TEACHERS / mf.TEACHERS["v1se"])
+
+
+def test_relu_int8_export_is_one_xnnpack_partition(mf, detector, frames, tmp_path):
+    """V1SE (squeeze-and-excitation: MEAN, LOGISTIC, MUL) with ReLU, full-integer int8: one
+    XNNPACK partition from input to output, ranking the crops like its float32 self."""
+    from convert.tflite_export import to_float_tflite, to_int8_tflite
+    from edge_app.interpreters import create_interpreter, delegate_partitions
+
+    kind = "v1se"
+    crops = crops_at(mf, detector, frames, kind)
+    x = mf.rgb_input(crops)
+    model = mf.build_minifasnet(kind, "relu", batch_size=1)
+    mf.load_teacher_weights(model, TEACHERS / mf.TEACHERS[kind])
+    (tmp_path / "f.tflite").write_bytes(to_float_tflite(model))
+    (tmp_path / "q.tflite").write_bytes(to_int8_tflite(model, lambda: ([c[None]] for c in np.concatenate([x, x[:, :, ::-1]]))))
+    out = {}
+    for name in ("f", "q"):
+        it = create_interpreter(tmp_path / f"{name}.tflite", num_threads=1)
+        assert delegate_partitions(it) == (1, True), name
+        d_in, d_out = it.get_input_details()[0], it.get_output_details()[0]
+        z = []
+        for xi in x:
+            if d_in["dtype"] == np.int8:
+                s, zp = d_in["quantization"]
+                xi = np.clip(np.round(xi / s + zp), -128, 127).astype(np.int8)
+            it.set_tensor(d_in["index"], xi[None])
+            it.invoke()
+            y = it.get_tensor(d_out["index"]).ravel()[0].astype(np.float32)
+            if d_out["dtype"] == np.int8:
+                s, zp = d_out["quantization"]
+                y = (y - zp) * s
+            z.append(float(y))
+        out[name] = np.array(z)
+    assert np.corrcoef(out["f"], out["q"])[0, 1] > 0.95
