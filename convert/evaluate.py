@@ -139,8 +139,8 @@ def delegation(path: Path) -> dict:
 
 
 def per_face_cost(models_dir: Path, crops: pad_data.Crops, repeats: int = 200) -> dict:
-    """Median ms per face on one thread, each model's crop + features + invoke, int8 and float32 interleaved."""
-    from edge_app.crop import crop_face
+    """Median ms per face on one thread, each model's crop + features + invoke (LivenessModel.score, the
+    device's own path), int8 and float32 interleaved."""
     from edge_app.detector import Face
     from edge_app.liveness import load_liveness_model
 
@@ -161,7 +161,6 @@ def per_face_cost(models_dir: Path, crops: pad_data.Crops, repeats: int = 200) -
     for n in MODELS:
         out[n] = {v: statistics.median(samples[(n, v)]) for v in ("int8", "float32")}
     out["all_int8_ms"] = sum(out[n]["int8"] for n in MODELS)
-    _ = crop_face  # the scorer's own crop code is what is timed
     return out
 
 
