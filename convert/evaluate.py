@@ -32,7 +32,7 @@ from convert import pad_data
 from convert.datasets import REPO
 from edge_app.tflite_model import write_metadata
 from convert.train_liveness import (CALIBRATION, LOSO_DIR, MODELS, TARGET_BPCER, calibration_threshold,
-                                    fold_validation_idx, model_inputs, sigmoid)
+                                    fold_split, model_inputs, sigmoid, teacher_softmax)
 
 PREVALENCE = 0.01
 PHONE_DOMAIN = "oulu"  # the held-out phone-captured source of the issue's ACER target
@@ -46,9 +46,7 @@ def alarm_precision(apcer: float, bpcer: float, p: float = PREVALENCE) -> float 
 
 def peer_scores(teacher_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(P(live) of the pair's mean softmax, their published decision: the mean softmax's arg max is live)."""
-    z = teacher_logits.astype(np.float64)
-    e = np.exp(z - z.max(-1, keepdims=True))
-    mean = (e / e.sum(-1, keepdims=True)).mean(axis=1)
+    mean = teacher_softmax(teacher_logits).mean(axis=1)
     return mean[:, 1], mean.argmax(-1) == 1
 
 
@@ -69,7 +67,7 @@ def fold_figures(path: Path, crops: pad_data.Crops) -> dict:
     # the threshold rule is re-applied from the fold's saved logits, so every fold is judged by
     # the same rule (calibration_threshold), whichever version of train_liveness wrote it
     names = list(meta["weights"])
-    val_idx = fold_validation_idx(crops, meta["held_out"])
+    val_idx = fold_split(crops, meta["held_out"])[1]
     fused_val = sigmoid(np.column_stack([z[f"{n}|val"] for n in names]) @ np.array([meta["weights"][n] for n in names])
                         + meta["bias"])
     thr = calibration_threshold(np.r_[fused_val, z["fused|cal"]], np.r_[val_idx, z["cal_idx"]], crops)

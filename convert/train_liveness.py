@@ -87,11 +87,16 @@ def logit(p):
     return np.log(p / (1 - p))
 
 
-def teacher_live_prob(teacher_logits: np.ndarray) -> np.ndarray:
-    """[N, 2] P(live) of each teacher (softmax index 1) from [N, 2, 3] logits."""
+def teacher_softmax(teacher_logits: np.ndarray) -> np.ndarray:
+    """[N, 2, 3] softmax of each teacher's [N, 2, 3] raw logits (index 1 is live)."""
     z = teacher_logits.astype(np.float64)
     e = np.exp(z - z.max(-1, keepdims=True))
-    return (e / e.sum(-1, keepdims=True))[..., 1]
+    return e / e.sum(-1, keepdims=True)
+
+
+def teacher_live_prob(teacher_logits: np.ndarray) -> np.ndarray:
+    """[N, 2] P(live) of each teacher from [N, 2, 3] logits."""
+    return teacher_softmax(teacher_logits)[..., 1]
 
 
 def validation_groups(crops: pad_data.Crops, seed: int = SEED) -> np.ndarray:
@@ -252,13 +257,10 @@ def fit_fusion(z: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1e-2, it
 def run_fold(crops: pad_data.Crops, held_out: str | None, specs: dict, steps: int | None) -> dict:
     """Train ``specs`` without ``held_out`` (and without the calibration domain); score everything needed.
 
-    Returns logits per model for: validation rows, calibration rows, and every framing of the
-    held-out rows; the fusion fitted on validation rows; the threshold chosen on calibration lives.
+    Returns the row indices and, per model, logits for the validation rows, the calibration rows
+    and every framing of the held-out rows (fuse_and_calibrate makes the fusion and threshold).
     """
-    val_mask = validation_groups(crops)
-    usable = (crops.domain != CALIBRATION) & (crops.domain != (held_out or ""))
-    train_idx = np.flatnonzero(usable & ~val_mask)
-    val_idx = np.flatnonzero(usable & val_mask)
+    train_idx, val_idx = fold_split(crops, held_out)
     cal_idx = np.flatnonzero(crops.domain == CALIBRATION)
     test_idx = np.flatnonzero(crops.domain == held_out) if held_out else np.zeros(0, int)
     out = {"held_out": held_out, "train_idx": train_idx, "val_idx": val_idx, "cal_idx": cal_idx, "test_idx": test_idx,
@@ -307,9 +309,11 @@ def calibration_threshold(scores: np.ndarray, idx: np.ndarray, crops: pad_data.C
     return float(s[best])
 
 
-def fold_validation_idx(crops: pad_data.Crops, held_out: str | None) -> np.ndarray:
+def fold_split(crops: pad_data.Crops, held_out: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of a fold: every domain but the held-out and calibration ones."""
     usable = (crops.domain != CALIBRATION) & (crops.domain != (held_out or ""))
-    return np.flatnonzero(usable & validation_groups(crops))
+    val_mask = validation_groups(crops)
+    return np.flatnonzero(usable & ~val_mask), np.flatnonzero(usable & val_mask)
 
 
 def fuse_and_calibrate(fold: dict, crops: pad_data.Crops, names: list[str]) -> dict:
