@@ -70,7 +70,8 @@ def fold_figures(path: Path, crops: pad_data.Crops) -> dict:
     val_idx = fold_split(crops, meta["held_out"])[1]
     fused_val = sigmoid(np.column_stack([z[f"{n}|val"] for n in names]) @ np.array([meta["weights"][n] for n in names])
                         + meta["bias"])
-    thr = calibration_threshold(np.r_[fused_val, z["fused|cal"]], np.r_[val_idx, z["cal_idx"]], crops)
+    thr = calibration_threshold(z["fused|cal"], z["cal_idx"], crops)
+    thr_pool = calibration_threshold(np.r_[fused_val, z["fused|cal"]], np.r_[val_idx, z["cal_idx"]], crops)
     cal_live = z["fused|cal"][crops.label[z["cal_idx"]] == 1]
     thr_cal5 = metrics.threshold_for_bpcer(cal_live, TARGET_BPCER)
     ours = z["fused|test_view"]
@@ -82,6 +83,7 @@ def fold_figures(path: Path, crops: pad_data.Crops) -> dict:
                    "APCER_at_BPCER_5pct_oracle": (metrics.apcer(ours[~y], metrics.threshold_for_bpcer(ours[y], TARGET_BPCER))
                                                   if has_both else None)}
     out["ours_cal_bpcer5"] = {**rates(ours[y] >= thr_cal5, ours[~y] >= thr_cal5), "threshold": thr_cal5}
+    out["ours_pool_eer"] = {**rates(ours[y] >= thr_pool, ours[~y] >= thr_pool), "threshold": thr_pool}
     out["peer"] = {**rates(peer_live[y], peer_live[~y]),
                    "ROC_AUC": metrics.auc(p_peer[y], p_peer[~y]) if has_both else None,
                    "APCER_at_BPCER_5pct_oracle": (metrics.apcer(p_peer[~y], metrics.threshold_for_bpcer(p_peer[y], TARGET_BPCER))
@@ -259,8 +261,7 @@ def write_report(path: Path, folds: dict, ablation: dict, shipped: dict, crops: 
     add("## Headline: leave-one-source-out\n")
     add("Each row is a fold: both models and their fusion were trained without the held-out source (and without "
         f"the calibration source `{CALIBRATION}`), the threshold was set by the fold's own models at the equal-error "
-        f"point of the calibration pool (`{CALIBRATION}`'s phone captures plus the validation people of the training "
-        "sources, each domain weighted equally: `convert.train_liveness.calibration_threshold`), and the held-out "
+        f"point of `{CALIBRATION}`'s phone captures (`convert.train_liveness.calibration_threshold`), and the held-out "
         "source was then scored once. The MiniFASNet pair "
         "(the teachers we start from, float32, their published rule) is scored on exactly the same crops. Rates with "
         "(errors/n) and 95% Wilson intervals. APCER at BPCER 5% is read off the held-out ROC itself: an oracle "
@@ -287,14 +288,19 @@ def write_report(path: Path, folds: dict, ablation: dict, shipped: dict, crops: 
         f"{dom}: " + ", ".join(f"{n} {v:.3f}" for n, v in f["per_model_auc"].items()) for dom, f in folds.items()
         if f["per_model_auc"]) + "\n")
     add("![ROC per held-out source](liveness_loso_roc.png)\n")
-    add(f"**The rule first planned**, BPCER <= 5% on `{CALIBRATION}`'s lives alone, was run first and its figures on "
-        "the first fold (oulu) were seen before the rule above replaced it; both are shown, so the change is on record. "
-        f"On {CALIBRATION}'s {shipped.get('cal_live_n', '?')} lives a 5% point is the 2nd-3rd lowest face:\n")
-    add("| held-out source | threshold | APCER | BPCER | ACER |")
-    add("|---|---|---|---|---|")
+    add("**Earlier threshold rules, on record.** Two rules came before this one, and both were seen on these folds. "
+        f"The first was BPCER <= 5% on `{CALIBRATION}`'s lives alone: on its {shipped.get('cal_live_n', '?')} lives a 5% "
+        "point is the 2nd-3rd lowest face. The second (v0.3.0) was the equal-error point of a pool: the "
+        f"{CALIBRATION} captures plus the validation people of the training sources, each domain weighted equally. "
+        f"It left {CALIBRATION}'s own lives at BPCER 48%, which is the fault the independent phone sets had reported. "
+        f"v0.4.0 takes the equal-error point of `{CALIBRATION}` alone, the phone-captured source the issue names. "
+        "It was chosen for that reason, not by these tables.\n")
+    add("| held-out source | BPCER<=5% on kaggle: thr / APCER / BPCER / ACER | pool EER (v0.3.0): thr / APCER / BPCER / ACER |")
+    add("|---|---|---|")
     for dom, f in folds.items():
-        o = f["ours_cal_bpcer5"]
-        add(f"| {dom} | {o['threshold']:.3f} | {pct(o['APCER'])} | {pct(o['BPCER'])} | {pct(o['ACER'], False)} |")
+        o, q = f["ours_cal_bpcer5"], f["ours_pool_eer"]
+        add(f"| {dom} | {o['threshold']:.3f} / {pct(o['APCER'])} / {pct(o['BPCER'])} / {pct(o['ACER'], False)} | "
+            f"{q['threshold']:.3f} / {pct(q['APCER'])} / {pct(q['BPCER'])} / {pct(q['ACER'], False)} |")
     add("")
     add("### Per attack kind (held-out sources, fold threshold)\n")
     add("| held-out source | attack kind | n | APCER ours | APCER pair | ROC AUC ours | ROC AUC pair |")
@@ -332,7 +338,7 @@ def write_report(path: Path, folds: dict, ablation: dict, shipped: dict, crops: 
         add("")
     add("## The shipped models\n")
     add(f"Trained on every source but `{CALIBRATION}`; fusion and threshold from the int8 models' scores by the same "
-        "rule as the folds (equal-error point of the calibration pool). On the calibration source itself "
+        f"rule as the folds (equal-error point of `{CALIBRATION}`). On the calibration source itself "
         f"(`{CALIBRATION}`, which trained nothing): {shipped.get('cal_text', '')}\n")
     for n, d in shipped.get("delegation", {}).items():
         add(f"- `{n}` int8: {d['delegate_partitions']} XNNPACK partition(s) over {d['nodes']} nodes, whole graph: "
@@ -360,9 +366,9 @@ def write_report(path: Path, folds: dict, ablation: dict, shipped: dict, crops: 
         "frames, but no held-out source is a door camera.\n"
         "- Attack kinds with few samples (the intervals say how few) are not measured well; masks come from one "
         "source (axon), which has 25 lives, so its AUC is measured against few lives.\n"
-        f"- The threshold is an equal-error point of a pool that holds {CALIBRATION} ({shipped.get('cal_live_n', '?')} "
-        "lives) and the validation people of the training sources; unseen sources score their lives lower (the "
-        "held-out BPCER column), so the same threshold rejects more live people there.\n"
+        f"- The threshold is the equal-error point of {CALIBRATION}'s {shipped.get('cal_live_n', '?')} lives and "
+        f"{shipped.get('cal_attack_n', '?')} attacks: its own error is wide (a handful of faces move it), and a source "
+        "whose lives or attacks score differently gets other error rates at it (the held-out APCER and BPCER columns).\n"
         "- Speed here is measured on a shared 2-core x86 machine under load; int8 is not faster than float32 on x86 "
         "(XNNPACK's int8 kernels pay off on ARM), so the Pi figure will differ.\n")
     path.write_text("\n".join(L) + "\n")
@@ -385,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     shipped = {"delegation": {n: delegation(args.models_dir / f"{n}.tflite") for n in MODELS},
                "agreement": int8_agreement(args.models_dir, crops),
                "cost": per_face_cost(args.models_dir, crops),
-               "cal_live_n": int(((crops.domain == CALIBRATION) & (crops.label == 1)).sum())}
+               "cal_live_n": int(((crops.domain == CALIBRATION) & (crops.label == 1)).sum()),
+               "cal_attack_n": int(((crops.domain == CALIBRATION) & (crops.label == 0)).sum())}
     op = json.loads((args.models_dir / "fusion.json").read_text())["operating_point"]["figures_on_calibration"]
     shipped["cal_text"] = (f"threshold {json.loads((args.models_dir / 'fusion.json').read_text())['threshold']:.3f}, "
                            f"APCER {pct(op['APCER'])}, BPCER {pct(op['BPCER'])}, ROC AUC {op['ROC_AUC']:.3f}.")

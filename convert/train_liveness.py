@@ -22,7 +22,7 @@ The teacher's first stages (to the end of ``FROZEN_UNTIL``, 10x10x128) keep thei
 frozen part's output is computed once per crop and cached, so a fold trains in minutes on a CPU.
 
 Domains: ``CALIBRATION`` (Kaggle's phone captures) never trains any model; the shipped threshold
-is chosen on it (BPCER <= 5% of its lives). Every other domain trains the shipped models; a fold
+is chosen on it (its equal-error point, ``calibration_threshold``). Every other domain trains the shipped models; a fold
 of ``--loso`` holds one of them out entirely, trains on the rest, and scores the held-out domain
 at the threshold chosen on the calibration domain by that fold's own models. Within the training
 domains a tenth of the people or videos (``VAL_FRACTION``) is kept for validation: it picks the
@@ -54,7 +54,7 @@ from convert.datasets import REPO
 from convert.tflite_export import to_float_tflite, to_int8_tflite, write_model
 from edge_app.tflite_model import write_metadata
 
-VERSION = "0.3.0"
+VERSION = "0.4.0"
 SEED = 1234
 SIZE = 80
 TARGET_BPCER = 0.05
@@ -63,13 +63,21 @@ VAL_FRACTION = 0.1
 BATCH = 32
 TEACHER_WEIGHT = 0.1  # target = (1 - w) * label + w * the teacher's own P(live) on the same crop
 LOSO_DIR = REPO / "runs" / "loso"
-FROZEN_UNTIL = "conv_34_project"  # the teacher's first stages stay as trained; the rest is fine-tuned
+THRESHOLD_RULE = (f"equal-error point (APCER = BPCER, lives and attacks weighted equally) on the {CALIBRATION} phone "
+                  "captures, which trained no model")
+FROZEN_UNTIL = "conv_34_project"
+# Weight of the squared logit gap between two framings of the same picture (paired_loss). Chosen on
+# the validation people of the training sources with the CNN, 1,000 steps (flips view vs camera
+# frame / ROC AUC): 0 -> 7.1% / 0.988, 0.3 -> 5.5% / 0.983, 1.0 -> 10.4% / 0.967.
+CONSISTENCY = 0.3  # the teacher's first stages stay as trained; the rest is fine-tuned
 
 MODELS = {
     "liveness_cnn": {"kind": "v2", "scale": 2.7, "features": ["rgb"], "steps": 1000, "lr": 5e-4,
+                     "consistency": CONSISTENCY,
                      "description": "MiniFASNetV2 (depthwise-separable residual CNN, ReLU), fine-tuned from "
                                     "Minivision's weights; one live logit"},
     "liveness_attn": {"kind": "v1se", "scale": 4.0, "features": ["rgb"], "steps": 1000, "lr": 5e-4,
+                      "consistency": CONSISTENCY,
                       "description": "MiniFASNetV1SE (depthwise-separable residual CNN with squeeze-and-excitation "
                                      "attention, ReLU), fine-tuned from Minivision's weights; one live logit"},
 }
@@ -204,26 +212,67 @@ def train_model(name: str, spec: dict, crops: pad_data.Crops, feats: dict, index
     steps = steps or spec["steps"]
     model, _, top = build(spec, None)
     schedule = keras.optimizers.schedules.CosineDecay(spec["lr"], steps)
-    top.compile(optimizer=keras.optimizers.Adam(schedule), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    consistency = spec.get("consistency", 0.0)
+    learner = paired_learner(top) if consistency else top
+    learner.compile(optimizer=keras.optimizers.Adam(schedule),
+                    loss=paired_loss(consistency) if consistency else keras.losses.BinaryCrossentropy(from_logits=True))
     t_index = pad_data.SCALES.index(spec["scale"])
     teacher = teacher_live_prob(crops.teacher)[:, t_index]
     target = ((1 - TEACHER_WEIGHT) * crops.label + TEACHER_WEIGHT * teacher).astype(np.float32)
     p = cell_weights(crops, index)
     arrays = [feats[fr] for fr in pad_data.FRAMINGS]
-    aux = len(spec["features"]) > 1
+    as_list = lambda x: x if isinstance(x, list) else [x]  # noqa: E731
     t0, losses = time.time(), []
     for step in range(steps):
         idx = rng.choice(index, size=BATCH, p=p)
         framing = rng.integers(len(arrays), size=BATCH)
-        x = np.stack([arrays[f][i] for f, i in zip(framing, idx)]).astype(np.float32)
-        if aux:  # the forensic channels of the same crops, computed by the device's code
-            raw = np.stack([crops.arrays[f"{pad_data.FRAMINGS[f]}@{spec['scale']}"][i] for f, i in zip(framing, idx)])
-            x = [x, model_inputs(raw, spec["features"])]
-        losses.append(float(top.train_on_batch(x, target[idx][:, None])))
+        x = batch_inputs(spec, crops, arrays, framing, idx)
+        if consistency:  # the same pictures once more, each in another of its framings
+            other = (framing + rng.integers(1, len(arrays), size=BATCH)) % len(arrays)
+            x = as_list(x) + as_list(batch_inputs(spec, crops, arrays, other, idx))
+        losses.append(float(learner.train_on_batch(x, target[idx][:, None])))
         if (step + 1) % 200 == 0 or step + 1 == steps:
             print(f"  [{name}] step {step + 1}/{steps}: loss {np.mean(losses[-200:]):.4f} "
                   f"({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     return model, top
+
+
+def batch_inputs(spec: dict, crops: pad_data.Crops, arrays: list, framing: np.ndarray, idx: np.ndarray):
+    """The top's inputs for rows ``idx``, each at its ``framing``: trunk features (and the raw crops' extra channels)."""
+    x = np.stack([arrays[f][i] for f, i in zip(framing, idx)]).astype(np.float32)
+    if len(spec["features"]) == 1:
+        return x
+    # the forensic channels of the same crops, computed by the device's code
+    raw = np.stack([crops.arrays[f"{pad_data.FRAMINGS[f]}@{spec['scale']}"][i] for f, i in zip(framing, idx)])
+    return [x, model_inputs(raw, spec["features"])]
+
+
+def paired_learner(top):
+    """``top`` applied to two framings of the same pictures; its output is the two logits side by side."""
+    import keras
+
+    n = len(top.inputs)
+    a = [keras.Input(t.shape[1:], dtype=t.dtype) for t in top.inputs]
+    b = [keras.Input(t.shape[1:], dtype=t.dtype) for t in top.inputs]
+    za, zb = top(a if n > 1 else a[0]), top(b if n > 1 else b[0])
+    return keras.Model(a + b, keras.layers.Concatenate()([za, zb]))
+
+
+def paired_loss(weight: float):
+    """Cross-entropy on both framings plus ``weight`` x the squared logit gap between them.
+
+    Framing is not evidence: the same face placed into another frame should get the same
+    logit, so the gap itself is penalised rather than hoping each framing's loss alone ties them.
+    """
+    import keras
+    from keras import ops
+
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def loss(y, z):
+        za, zb = z[:, :1], z[:, 1:]
+        return 0.5 * (bce(y, za) + bce(y, zb)) + weight * ops.mean(ops.square(za - zb))
+    return loss
 
 
 def predict_logits(top, feats: np.ndarray, raw: np.ndarray | None = None, features=("rgb",), batch: int = 512) -> np.ndarray:
@@ -282,13 +331,14 @@ def run_fold(crops: pad_data.Crops, held_out: str | None, specs: dict, steps: in
 
 
 def calibration_threshold(scores: np.ndarray, idx: np.ndarray, crops: pad_data.Crops) -> float:
-    """The equal-error point (APCER = BPCER) of ``scores`` over the calibration pool ``idx``.
+    """The equal-error point (APCER = BPCER) of ``scores`` over the rows ``idx``.
 
-    The pool is the calibration source plus the validation people of every training source:
-    faces no model of the fold trained on, from several cameras. Each domain weighs the same,
-    and within it lives and attacks weigh the same, so no one source sets the threshold. (A
-    BPCER-5% point on the calibration source's 52 lives alone rests on its 2-3 lowest faces.)
-    Ties go to the higher threshold: an error never leans towards ``live``.
+    The shipped rule (``THRESHOLD_RULE``) passes the calibration source alone: phone captures of
+    people and attacks no model trained on, the closest thing we hold to the phone-captured sets
+    the models are judged on. Over several domains (the v0.3.0 rule, kept in the report for the
+    record) each domain weighs the same. Within a domain lives and attacks weigh the same. The
+    equal-error point rests on about a tenth of the lives, not on the 2-3 lowest a BPCER-5% point
+    of 52 lives would. Ties go to the higher threshold: an error never leans towards ``live``.
     """
     live = crops.label[idx] == 1
     doms = crops.domain[idx]
@@ -317,16 +367,17 @@ def fold_split(crops: pad_data.Crops, held_out: str | None) -> tuple[np.ndarray,
 
 
 def fuse_and_calibrate(fold: dict, crops: pad_data.Crops, names: list[str]) -> dict:
-    """Fusion weights on validation rows; threshold at the equal-error point of the calibration pool."""
+    """Fusion weights on validation rows; threshold at the equal-error point of the calibration source."""
     val_idx, cal_idx = fold["val_idx"], fold["cal_idx"]
     zv = np.column_stack([fold["logits"][n]["val"] for n in names])
     weights, bias = fit_fusion(zv, crops.label[val_idx].astype(np.float64), cell_weights(crops, val_idx) * len(val_idx))
     fuse = lambda key: sigmoid(np.column_stack([fold["logits"][n][key] for n in names]) @ weights + bias)  # noqa: E731
     cal, val = fuse("cal"), fuse("val")
-    threshold = calibration_threshold(np.r_[val, cal], np.r_[val_idx, cal_idx], crops)
+    threshold = calibration_threshold(cal, cal_idx, crops)
     live = cal[crops.label[cal_idx] == 1]
     return {"weights": dict(zip(names, map(float, weights))), "bias": bias, "threshold": threshold, "fuse": fuse,
-            "cal_live_n": int(len(live)), "pool_n": int(len(val_idx) + len(cal_idx)),
+            "cal_live_n": int(len(live)), "cal_attack_n": int(len(cal) - len(live)),
+            "threshold_pool_eer": calibration_threshold(np.r_[val, cal], np.r_[val_idx, cal_idx], crops),
             "threshold_calibration_bpcer5": metrics.threshold_for_bpcer(live, TARGET_BPCER)}
 
 
@@ -460,13 +511,10 @@ def train_shipped(args) -> int:
     y = crops.label[cal_idx]
     figures = {"APCER": metrics.apcer(cal[y == 0], fusion["threshold"]), "BPCER": metrics.bpcer(cal[y == 1], fusion["threshold"]),
                "ROC_AUC": metrics.auc(cal[y == 1], cal[y == 0])}
-    criterion = (f"equal-error point (APCER = BPCER, each domain weighted equally) on the calibration pool: the "
-                 f"{CALIBRATION} phone captures, which trained no model, and the validation people of every training "
-                 "source")
+    criterion = THRESHOLD_RULE
     for name in names:
         # each model alone (a configuration with one model uses its own threshold): the same rule
-        thr = calibration_threshold(sigmoid(np.r_[logits8[name]["val"], logits8[name]["cal"]]),
-                                    np.r_[fold["val_idx"], cal_idx], crops)
+        thr = calibration_threshold(sigmoid(logits8[name]["cal"]), cal_idx, crops)
         for path in (args.models_dir / f"{name}.json", args.models_dir / f"{name}_float.json"):
             meta = json.loads(path.read_text())
             meta["threshold"] = thr
