@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_app.memory import return_freed_memory
+
+    # every command decodes images; a 512 MB Pi must see each stage's memory come back
+    return_freed_memory()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:

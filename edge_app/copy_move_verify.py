@@ -123,16 +123,25 @@ def _match(g: np.ndarray, other: np.ndarray, inside: np.ndarray, std: np.ndarray
     return inside & (std >= p.min_texture) & (diff <= loose * (p.abs_tol + p.rel_tol * std))
 
 
-def _same_copy(a: np.ndarray, b: np.ndarray, region: np.ndarray, px: float = 8.0) -> bool:
+def _centre(region: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """(homogeneous centre [x, y, 1], pixel count) of a bool region, None when empty."""
+    ys, xs = np.nonzero(region)
+    if ys.size == 0:
+        return None
+    return np.array([xs.mean(), ys.mean(), 1.0]), int(ys.size)
+
+
+def _same_copy(a: np.ndarray, b: np.ndarray, region: np.ndarray, px: float = 8.0,
+               centre: tuple[np.ndarray, int] | None = None) -> bool:
     """Whether ``b`` describes the copy ``a`` makes of ``region`` (or its way back): it takes
     the region's centre to the same place (or back from it), within ``px`` or a quarter of
     the region's radius. A translation that block matching found on part of a scaled copy
     is the same copy; a lattice of shifts or a third instance puts the centre elsewhere."""
-    ys, xs = np.nonzero(region)
-    if ys.size == 0:
+    found = centre if centre is not None else _centre(region)
+    if found is None:
         return False
-    c = np.array([xs.mean(), ys.mean(), 1.0])
-    tol = max(px, 0.25 * float(np.sqrt(ys.size / np.pi)))
+    c, size = found
+    tol = max(px, 0.25 * float(np.sqrt(size / np.pi)))
     ac = a @ c
     if np.hypot(*(b @ c - ac)) <= tol:
         return True
@@ -166,10 +175,14 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
         std = _local_std(g, params.window)
     warped, inside = _warp(g, m)
     # the displacement of each pixel: a copy is somewhere else, not a smooth self-overlap
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    # a row and a column of coordinates, broadcast: every element is computed as from the
+    # full coordinate grids (same operands, same order) without building them
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    ys = np.arange(h, dtype=np.float32)[:, None]
     tx = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
     ty = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
     far = (tx - xs) ** 2 + (ty - ys) ** 2 >= params.min_distance ** 2
+    del tx, ty
     hit = (_match(g, warped, inside, std, params) & far).astype(np.uint8)
     hit = cv2.morphologyEx(hit, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(hit, connectivity=8)
@@ -180,8 +193,12 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
     # the repeat tests look only at the components' bounding box (padded by the window, so
     # the local means there are those of the whole image)
     pad = params.window
-    ys_, xs_ = np.nonzero(np.isin(labels, big))
-    box = (max(0, ys_.min() - pad), min(h, ys_.max() + 1 + pad), max(0, xs_.min() - pad), min(w, xs_.max() + 1 + pad))
+    # the components' joint bounding box, from their own (connectedComponentsWithStats)
+    top = min(int(stats[i, cv2.CC_STAT_TOP]) for i in big)
+    left = min(int(stats[i, cv2.CC_STAT_LEFT]) for i in big)
+    bottom = max(int(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT]) for i in big)
+    right = max(int(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH]) for i in big)
+    box = (max(0, top - pad), min(h, bottom + pad), max(0, left - pad), min(w, right + pad))
     by0, by1, bx0, bx1 = box
     # compared on the detail (high-pass) of the image, so that look-alikes lit or exposed a
     # little differently still count as repetition
@@ -209,6 +226,7 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
         other, inside_o = _warp(hp, half, box)
         again |= rep(gb, other, inside_o, half)
     comps = np.isin(labels, big)
+    comps_centre = _centre(comps)  # the same for every other candidate: found once
     for o in others:
         o = np.asarray(o, np.float64)
         # a candidate that takes the components where T takes them is either this copy again
@@ -216,7 +234,7 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
         # next link of a chain of equally spaced look-alikes (A->B, B->C); either way the
         # source matches under it trivially, so only the copy is tested: does it match its
         # own image under the candidate (B against C)?
-        same = _same_copy(m, o, comps, params.min_distance / 2)
+        same = _same_copy(m, o, comps, params.min_distance / 2, comps_centre)
         for t in ((o,) if same else (o, _invert(o))):
             if not same:  # a third instance: the source matches under another candidate too
                 other, inside_o = _warp(hp, t, box)
@@ -244,7 +262,13 @@ def verify(g: np.ndarray, transform: np.ndarray, params: VerifyParams = VerifyPa
     ell = lambda k: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))  # noqa: E731
     filled = cv2.morphologyEx(source.astype(np.uint8), cv2.MORPH_CLOSE, ell(15))
     close = cv2.blur(np.abs(g - warped), (params.window, params.window)) <= params.abs_tol
-    near = cv2.dilate(filled, ell(2 * params.grow + 1)) > 0
+    # the dilation reaches params.grow pixels beyond ``filled``: computed in that box only
+    # (a 49-pixel ellipse over the whole analysis image was 8 ms a candidate)
+    near = np.zeros((h, w), bool)
+    fy, fx = np.nonzero(filled)
+    g0, g1 = max(0, fy.min() - params.grow), min(h, fy.max() + 1 + params.grow)
+    g2, g3 = max(0, fx.min() - params.grow), min(w, fx.max() + 1 + params.grow)
+    near[g0:g1, g2:g3] = cv2.dilate(filled[g0:g1, g2:g3], ell(2 * params.grow + 1)) > 0
     grow = (inside & far & close & near).astype(np.uint8) | filled
     n2, lab2 = cv2.connectedComponents(grow, connectivity=8)
     keep = np.unique(lab2[filled > 0])

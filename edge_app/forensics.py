@@ -39,8 +39,8 @@ from PIL import Image, ImageDraw, ImageFont
 from edge_app.copy_move import CopyMove
 from edge_app.copy_move_search import CopyMoveEvidence, SearchParams, find_copy_moves
 from edge_app.keypoint_copy_move import KeypointCopyMove
-from edge_app.images import MAX_PIXELS, ImageLoadError, decode, open_image_file, probe
-from edge_app.ela import ELA_QUALITY, error_level_normalized
+from edge_app.images import MAX_PIXELS, ImageLoadError, decode_image, open_image_file, probe, rgb_array
+from edge_app.ela import ELA_CLIP_LEVEL, ELA_QUALITY, ELA_SCALE, ElaWorkspace, error_level, error_level_normalized
 from edge_app.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
 
 log = logging.getLogger(__name__)
@@ -311,19 +311,61 @@ def open_image(source: str | Path | bytes, max_pixels: int, analysis_max_pixels:
             if w * h > analysis_max_pixels and oversize == "refuse":
                 raise ForensicsError(f"{label}: image is {w}x{h} ({w * h / 1e6:.1f} MP), over the analysis "
                                      f"limit of {analysis_max_pixels / 1e6:.1f} MP (forensics.oversize = refuse)")
-            decoded = decode(fp, label, max_pixels)
+            im, fmt, quantization = decode_image(fp, label, max_pixels)
+        # the array is made once, at the size analysed: over the analysis limit straight
+        # from the decoded image (a 12 MP RGB array is 36 MB that was only ever resized)
+        try:
+            if w * h > analysis_max_pixels:
+                f = (analysis_max_pixels / (w * h)) ** 0.5
+                size = max(MIN_SIDE, int(w * f)), max(MIN_SIDE, int(h * f))
+                im = _lanczos_by_passes(im, size)
+            rgb = rgb_array(im, label)
+        finally:
+            im.close()
     except ImageLoadError as exc:
         raise ForensicsError(str(exc)) from None
-    q = estimate_jpeg_quality(decoded.quantization) if fmt == "JPEG" else None
-    loaded = LoadedImage(decoded.rgb, w, h, fmt, q[0] if q else None, q[1] if q else None)
+    except MemoryError:
+        raise ForensicsError(f"{label}: not enough memory to decode and downscale it") from None
+    q = estimate_jpeg_quality(quantization) if fmt == "JPEG" else None
+    loaded = LoadedImage(rgb, w, h, fmt, q[0] if q else None, q[1] if q else None)
     if w * h > analysis_max_pixels:
-        f = (analysis_max_pixels / (w * h)) ** 0.5
-        nw, nh = max(MIN_SIDE, int(w * f)), max(MIN_SIDE, int(h * f))
-        loaded.rgb = np.asarray(Image.fromarray(decoded.rgb).resize((nw, nh), Image.Resampling.LANCZOS))
         loaded.downscaled_from = (w, h)
     if min(loaded.rgb.shape[:2]) < MIN_SIDE:
         raise ForensicsError(f"{label}: image is {w}x{h}; forensics needs at least {MIN_SIDE}x{MIN_SIDE} pixels")
     return loaded
+
+
+def _lanczos_by_passes(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``im.convert("RGB").resize(size, LANCZOS)``, the same pixels with less memory at once.
+
+    Pillow resamples in two passes, horizontal first into an 8-bit image, then vertical;
+    the horizontal pass treats every row on its own. Run here as separate calls (the
+    horizontal one strip by strip, then the source closed before the vertical one), the
+    result is bit-identical (tests/test_forensics.py compares) while a 12 MP source, its
+    4000x3000 -> 2309x3000 intermediate and the output are never all held together:
+    48 + 28 + 16 MB at once became at most 48 + 28 MB (issue 15). ``im`` is consumed.
+    """
+    w, h = im.size
+    nw, nh = size
+    try:
+        if im.mode != "RGB":
+            # LANCZOS on RGBA/LA premultiplies alpha: convert first, as the array path did
+            rgb = im.convert("RGB")
+            im.close()
+            im = rgb
+        if nw == w or nh == h:  # one pass only: Pillow does exactly this
+            return im.resize(size, Image.Resampling.LANCZOS)
+        temp = Image.new("RGB", (nw, h))
+        for y in range(0, h, 256):
+            strip = im.crop((0, y, w, min(h, y + 256)))
+            temp.paste(strip.resize((nw, strip.height), Image.Resampling.LANCZOS), (0, y))
+            strip.close()
+        im.close()
+        out = temp.resize(size, Image.Resampling.LANCZOS)
+        temp.close()
+        return out
+    finally:
+        im.close()
 
 
 # --------------------------------------------------------------------------- model
@@ -489,8 +531,9 @@ class ForensicsAnalyzer:
                 parts.append(cnn_score)
                 cal = calibrated_prob(ev.patch_scores, self.cnn_threshold).astype(np.float32)
                 cnn_heat = assemble_heatmap(cal, ev.coords, h, w, self.patch)
-                heat = np.maximum(heat, cnn_heat)
+                np.maximum(heat, cnn_heat, out=heat)
                 masks["cnn"] = cnn_heat >= 0.5
+                del cnn_heat
         cms = ev.copy_moves
         blk = calibrated(cms.block.area, self.block_area)
         kp = calibrated(cms.keypoint.area, self.keypoint_area)
@@ -498,7 +541,10 @@ class ForensicsAnalyzer:
         for name, s, which in (("block_copy_move", blk, "block"), ("keypoint_copy_move", kp, "keypoint")):
             if s > 0:
                 m = cms.mask(which, h, w)
-                heat = np.maximum(heat, m.astype(np.float32) * np.float32(s))
+                # in place and only where the mask is: the same values as
+                # max(heat, m * s) (heat is never negative) without two float32
+                # copies of the image (16 MB each at 4 MP; issue 15)
+                np.maximum(heat, np.float32(s), out=heat, where=m)
                 if s >= 0.5:
                     masks[name] = m
         score = max(parts) if parts else 0.0
@@ -722,13 +768,20 @@ def overlay(rgb: np.ndarray, masks: dict[str, np.ndarray], alpha: float = OVERLA
     ``alpha``, the region's outline drawn solid; the image stays readable underneath."""
     import cv2
 
-    out = rgb.astype(np.float32)
-    for name, m in masks.items():
-        if m is None or not m.any():
-            continue
-        colour = np.array(LEGEND[name][0], np.float32)
-        out[m] = out[m] * (1 - alpha) + colour * alpha
-    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    # only the tinted pixels go through float32 (the whole image at 4 MP was 48 MB): the
+    # same arithmetic per pixel, tints compounding in float32 where regions overlap
+    shown = [(name, m) for name, m in masks.items() if m is not None and m.any()]
+    out = rgb.copy()
+    if shown:
+        union = np.zeros(rgb.shape[:2], bool)
+        for _, m in shown:
+            union |= m
+        vals = rgb[union].astype(np.float32)
+        for name, m in shown:
+            sel = m[union]
+            colour = np.array(LEGEND[name][0], np.float32)
+            vals[sel] = vals[sel] * (1 - alpha) + colour * alpha
+        out[union] = np.clip(vals + 0.5, 0, 255).astype(np.uint8)
     thick = max(1, round(max(rgb.shape[:2]) / 400))
     for name, m in masks.items():
         if m is None or not m.any():
@@ -738,16 +791,54 @@ def overlay(rgb: np.ndarray, masks: dict[str, np.ndarray], alpha: float = OVERLA
     return out
 
 
+_MCU_ROWS = 16  # 4:2:0 JPEG: one MCU row is 16 pixel rows
+_PANEL_STRIP_ROWS = 256
+
+
+def _error_level_by_strips(rgb: np.ndarray) -> np.ndarray:
+    """``error_level(rgb, ELA_QUALITY)`` coded 256 rows at a time, each with one MCU row of
+    context on its inner sides (the plan the turbojpeg backend codes large images by, which
+    its self-check holds to Pillow's whole-image maps): the codec's buffers then stay a
+    strip's size (a 4 MP image kept 25 MB of them after the picture was drawn)."""
+    h = rgb.shape[0]
+    out = np.empty(rgb.shape, np.uint8)
+    ws = ElaWorkspace(threads=1)  # this call's alone: its buffers go with it
+    for keep0 in range(0, h, _PANEL_STRIP_ROWS):
+        keep1 = min(h, keep0 + _PANEL_STRIP_ROWS)
+        start, stop = max(0, keep0 - _MCU_ROWS), min(h, keep1 + _MCU_ROWS)
+        out[keep0:keep1] = error_level(rgb[start:stop], ELA_QUALITY, workspace=ws)[keep0 - start:keep1 - start]
+    return out
+
+
 def ela_panel(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     """(ELA at quality 90 as a grey picture that shows, its scale in grey levels): the
     mean over R, G, B (colour speckle from chroma subsampling says little to a person),
     divided by its own 99.5th percentile (not its maximum, which one bright edge sets),
     gamma 0.6."""
-    ela = error_level_normalized(np.ascontiguousarray(rgb), ELA_QUALITY).mean(axis=2)
-    top = float(np.percentile(ela, 99.5))
-    disp = np.clip(ela / max(top, 1e-6), 0, 1) ** 0.6
-    grey = (disp * 255 + 0.5).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=2), top * 32
+    grey, scale = _ela_grey(rgb)
+    return np.repeat(grey[..., None], 3, axis=2), scale
+
+
+def _ela_grey(rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """``ela_panel``'s picture as one uint8 channel (its three are equal)."""
+    levels = _error_level_by_strips(np.ascontiguousarray(rgb))
+    # The picture is a function of each pixel's clipped level sum: the mean of three
+    # min(level / 32, 1) is float32(k / 32) / 3 for k = the sum of min(level, 32) (0..96;
+    # the float32 sum of three multiples of 1/32 below 1 is exact). So a uint8 map of k and
+    # 97-entry tables give the same pixels as the float32 maps (16 MB each at 4 MP, and
+    # three of them at once with the percentile's copy; issue 15).
+    clip = int(ELA_CLIP_LEVEL)
+    k = np.zeros(levels.shape[:2], np.uint8)
+    for c in range(3):
+        k += np.minimum(levels[..., c], np.uint8(clip))
+    del levels
+    table = (np.arange(3 * clip + 1, dtype=np.float32) * np.float32(ELA_SCALE)) / np.float32(3)
+    ela = table[k]
+    top = float(np.percentile(ela, 99.5, overwrite_input=True))
+    del ela
+    disp = np.clip(table / max(top, 1e-6), 0, 1) ** 0.6
+    grey = (disp * 255 + 0.5).astype(np.uint8)[k]
+    return grey, top * 32
 
 
 def region_mask(analysis: Analysis, img: LoadedImage) -> Image.Image:
@@ -768,16 +859,24 @@ def render_heatmap(rgb: np.ndarray, analysis: Analysis, title: str = "") -> Imag
     verdict draws no region."""
     h, w = rgb.shape[:2]
     shown = {n: m for n, m in analysis.masks.items() if m.any()} if analysis.verdict == "manipulated" else {}
-    left = Image.fromarray(overlay(rgb, shown))
-    right_arr, top = ela_panel(rgb)
-    right = Image.fromarray(right_arr)
-    # panels at a size a person reads: small images enlarged, huge ones reduced
+    # panels at a size a person reads: small images enlarged, huge ones reduced; each panel
+    # is reduced as soon as it is drawn, so that a 4 MP image's full-size panels (16 MB
+    # each as Pillow images, beside their arrays) are never all held at once (issue 15)
     zoom = min(1600 / w, max(1.0, 480 / w))
-    if zoom != 1.0:
-        size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
-        resample = Image.Resampling.NEAREST if zoom > 1 else Image.Resampling.LANCZOS
-        left, right = left.resize(size, resample), right.resize(size, resample)
-        w, h = size
+    size = (max(1, round(w * zoom)), max(1, round(h * zoom)))
+    resample = Image.Resampling.NEAREST if zoom > 1 else Image.Resampling.LANCZOS
+
+    def shown_size(arr: np.ndarray) -> Image.Image:
+        im = Image.fromarray(arr)
+        return im if zoom == 1.0 else im.resize(size, resample)
+
+    left = shown_size(overlay(rgb, shown))
+    # the ELA panel is grey: reduced as one channel, then made RGB (resampling treats each
+    # channel alike, so the pixels are those of the RGB panel reduced)
+    right_grey, top = _ela_grey(rgb)
+    right = shown_size(right_grey).convert("RGB")
+    del right_grey
+    w, h = left.size
     try:
         font = ImageFont.load_default(size=12)
     except TypeError:  # Pillow < 10.1: the bitmap font

@@ -115,11 +115,15 @@ def probe(data: bytes | BinaryIO, label: str) -> tuple[int, int, str]:
     return size
 
 
-def decode(data: bytes | BinaryIO, label: str, max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Decode encoded image bytes (or a seekable binary file) to RGB, strictly, within ``max_pixels``."""
+def decode_image(data: bytes | BinaryIO, label: str, max_pixels: int = MAX_PIXELS
+                 ) -> tuple[Image.Image, str, dict | None]:
+    """(decoded Pillow image in its own mode, format, JPEG quantization tables), strictly,
+    within ``max_pixels``; the caller closes the image. For callers that resize before
+    making an array (``edge_app.forensics``): a 12 MP RGB array is 36 MB they never need."""
     fp = _stream(data, label)
     with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        im = None
         try:
             w, h, fmt = probe(fp, label)
             if w < 1 or h < 1:
@@ -139,26 +143,71 @@ def decode(data: bytes | BinaryIO, label: str, max_pixels: int = MAX_PIXELS) -> 
                 with Image.open(fp, formats=("PNG",)) as im:
                     im.verify()  # chunk CRCs: Pillow checks them only in verify()
             fp.seek(0)
-            with Image.open(fp, formats=FORMATS) as im:
-                if (im.width, im.height) != (w, h):
-                    raise ImageLoadError(f"{label}: changed while read")
-                quantization = {k: list(v) for k, v in getattr(im, "quantization", {}).items()} or None
-                im.load()  # decode now so truncation is reported here, not later
-                if caught:
-                    raise ImageLoadError(f"{label}: decoder warning: {caught[0].message}")
-                if im.mode == "RGB":
-                    rgb = np.asarray(im)
-                else:
-                    converted = im.convert("RGB")
-                    im.close()  # frees the decoded original before the array copy: one fewer full image at the peak
-                    rgb = np.asarray(converted)
-                    converted.close()
+            im = Image.open(fp, formats=FORMATS)
+            if (im.width, im.height) != (w, h):
+                raise ImageLoadError(f"{label}: changed while read")
+            quantization = {k: list(v) for k, v in getattr(im, "quantization", {}).items()} or None
+            im.load()  # decode now so truncation is reported here, not later
+            if caught:
+                raise ImageLoadError(f"{label}: decoder warning: {caught[0].message}")
         except ImageLoadError:
+            if im is not None:
+                im.close()
             raise
         except Exception as exc:  # Pillow raises many types for bad data; each stays this file's error
+            if im is not None:
+                im.close()
             raise _load_error(label, exc) from None
+    return im, fmt, quantization
+
+
+# Rows per strip when a decoded image becomes an array: Pillow's ``tobytes`` (behind
+# ``np.asarray(im)``) gathers the whole image in chunks and joins them, two full copies at
+# once (72 MB for 12 MP) beside Pillow's own 48 MB; strips of 64 rows (about 1 MB at 4000
+# pixels wide) hold one copy and a strip.
+_STRIP_ROWS = 64
+
+
+def rgb_array(im: Image.Image, label: str = "image") -> np.ndarray:
+    """uint8 (H, W, 3) of a decoded Pillow image, converted to RGB strip by strip (every mode
+    conversion Pillow does to RGB is per pixel, so the strips give the same values as
+    ``np.asarray(im.convert("RGB"))``) without a second full image."""
+    w, h = im.size
+    # under the decode lock with warnings recorded and dropped, as when the conversion ran
+    # inside ``decode_image``'s block (a conversion warning was never an error)
+    with _DECODE_LOCK, warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        return _rgb_array(im, w, h, label)
+
+
+def _rgb_array(im: Image.Image, w: int, h: int, label: str) -> np.ndarray:
+    try:
+        if h <= _STRIP_ROWS:
+            rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+        else:
+            rgb = np.empty((h, w, 3), np.uint8)
+            for y in range(0, h, _STRIP_ROWS):
+                strip = im.crop((0, y, w, min(h, y + _STRIP_ROWS)))
+                if strip.mode != "RGB":
+                    strip = strip.convert("RGB")
+                rgb[y:y + strip.height] = np.asarray(strip)
+    except MemoryError:
+        raise ImageLoadError(f"{label}: not enough memory to decode it") from None
+    except Exception as exc:  # a mode Pillow cannot convert to RGB is this file's problem
+        raise _load_error(label, exc) from None
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ImageLoadError(f"{label}: decoded to an unexpected array {rgb.shape} {rgb.dtype}")
+    return rgb
+
+
+def decode(data: bytes | BinaryIO, label: str, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode encoded image bytes (or a seekable binary file) to RGB, strictly, within ``max_pixels``."""
+    im, fmt, quantization = decode_image(data, label, max_pixels)
+    try:
+        rgb = rgb_array(im, label)
+        w, h = im.size
+    finally:
+        im.close()
     return DecodedImage(rgb, w, h, fmt, quantization)
 
 
