@@ -35,8 +35,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from convert.datasets import datasets_root
 from edge_app.config import Config
-from edge_app.detector import CLOSEUP_ZOOM_OUT, Face, load_detector, short_range_trusted
-from edge_app.sources.sample import sample_image
+from edge_app.frames.detector import CLOSEUP_ZOOM_OUT, Face, load_detector, short_range_trusted
+from edge_app.frames.sources.sample import sample_image
 
 FRAME_W, FRAME_H = 1280, 720
 FRACTIONS = (0.05, 0.06, 0.07, 0.08, 0.10, 0.125, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50, 0.60, 0.80, 1.00)

@@ -52,8 +52,8 @@ from paho.mqtt.properties import Properties
 
 from edge_app import __version__
 from edge_app.config import Config, ConfigError, MqttConfig
-from edge_app.events import DECISIONS, SCHEMA_VERSION
-from edge_app.spool import RateLimitedLog, Spool, SpoolError
+from edge_app.hub.events import DECISIONS, SCHEMA_VERSION
+from edge_app.hub.spool import RateLimitedLog, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 

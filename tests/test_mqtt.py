@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 
 from broker import Broker, Received, Subscriber, TcpProxy, broker, free_port, mosquitto, tls_files  # noqa: F401  (fixtures)
 from edge_app.config import MqttConfig
-from edge_app.events import DecisionEvent
+from edge_app.hub.events import DecisionEvent
 from edge_app.mqtt import MqttPublisher
 
 REPO = Path(__file__).resolve().parents[1]

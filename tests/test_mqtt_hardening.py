@@ -14,7 +14,7 @@ from paho.mqtt.properties import Properties
 from broker import Subscriber, broker, mosquitto  # noqa: F401  (fixtures)
 from edge_app.config import ConfigError, MqttConfig
 from edge_app.mqtt import MEMORY_EVENTS, MqttPublisher
-from edge_app.spool import Spool
+from edge_app.hub.spool import Spool
 from test_mqtt import BASE, DEVICE, ids_in_order, make_cfg, make_event, publishers  # noqa: F401  (fixture)
 
 

@@ -15,7 +15,7 @@ from hypothesis import given, strategies as st
 from ha_templates import render
 
 from edge_app.config import Config, ConfigError, MqttConfig
-from edge_app.events import DECISIONS, DecisionEvent
+from edge_app.hub.events import DECISIONS, DecisionEvent
 from edge_app.mqtt import (MqttPublisher, add_cli_arguments, apply_cli_overrides, build_topics, discovery_configs,
                            dumps, node_id, read_cpu_temp_c, read_password, read_serial_number,
                            retired_discovery_topics, topics_for, validate_topic)

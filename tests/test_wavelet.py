@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from edge_app import wavelet as wv
-from edge_app import wavelet_banded
-from edge_app.wavelet import (
+from edge_app.features import wavelet as wv
+from edge_app.features import wavelet_banded
+from edge_app.features.wavelet import (
     NOISE_RESIDUAL_SCALE,
     estimate_sigma,
     noise_residual,

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from edge_app.events import DECISIONS
+from edge_app.hub.events import DECISIONS
 
 log = logging.getLogger("edge_app.decisions")
 status_log = logging.getLogger("edge_app.status")

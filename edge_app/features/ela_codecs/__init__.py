@@ -80,7 +80,7 @@ def _check_identical(name: str, codec: ElaCodec) -> None:
     """Refuse a backend whose maps differ from Pillow's on fixed images (once per process)."""
     with _lock:
         if name not in _verdicts:
-            from edge_app.ela_codecs import pillow
+            from edge_app.features.ela_codecs import pillow
 
             reference = pillow.open_codec()
             why = None

@@ -10,8 +10,8 @@ import logging
 import time
 
 from edge_app.config import SourceConfig
-from edge_app.sources import Frame, SourceError
-from edge_app.sources.picamera2_import import import_picamera2
+from edge_app.frames.sources import Frame, SourceError
+from edge_app.frames.sources.picamera2_import import import_picamera2
 
 log = logging.getLogger(__name__)
 

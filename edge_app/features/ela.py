@@ -9,7 +9,7 @@ display form, ``ImageEnhance.Brightness(diff).enhance(255 / max)``); the
 accurate integer DCT is what Pillow uses, and the maps depend on it.
 
 Speed: the JPEG encode + decode is the floor. The round trip runs on one of
-the backends in ``edge_app.ela_codecs``: libjpeg-turbo's TurboJPEG API when the
+the backends in ``edge_app.features.ela_codecs``: libjpeg-turbo's TurboJPEG API when the
 system has it (3-byte RGB in and out, coder state kept between frames, large
 images coded in strips on several cores, then a numpy max - min difference) and
 its maps are checked identical to Pillow's, else Pillow's codec (whose 4-byte
@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 
-from edge_app.ela_codecs import open_best
+from edge_app.features.ela_codecs import open_best
 
 __all__ = [
     "ELA_QUALITY",
@@ -82,7 +82,7 @@ class ElaWorkspace:
 
     The functions below use one per thread when none is given; pass your own to keep
     buffers for a second image size without reallocating. ``codec`` names a backend in
-    ``edge_app.ela_codecs`` ("auto": the fastest that reproduces Pillow's maps here).
+    ``edge_app.features.ela_codecs`` ("auto": the fastest that reproduces Pillow's maps here).
     ``threads``: cores one large image may be coded on (None: the backend's default, up
     to 4; 1 keeps all work in the calling thread). Crops always stay in the caller's thread.
     """

@@ -19,7 +19,7 @@ the GIL during each call. The maps stay exact because JPEG codes 16-row bands (o
 4:2:0) independently except for the decoder's fancy upsampling, which blends each chroma row
 with its neighbours above and below. So each strip starts on a 16-row boundary and carries one
 extra MCU row of context on each inner side; those rows are coded and dropped. The self-check
-in ``edge_app.ela_codecs`` compares split maps with Pillow's before the backend is used.
+in ``edge_app.features.ela_codecs`` compares split maps with Pillow's before the backend is used.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from edge_app.ela_codecs import CodecUnavailable
+from edge_app.features.ela_codecs import CodecUnavailable
 
 NAME = "turbojpeg"
 

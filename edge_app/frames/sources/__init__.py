@@ -18,10 +18,10 @@ import numpy as np
 from edge_app.config import SourceConfig
 
 SOURCES = {
-    "sample": "edge_app.sources.sample",
-    "files": "edge_app.sources.files",
-    "synthetic": "edge_app.sources.synthetic",
-    "picamera2": "edge_app.sources.picamera2",
+    "sample": "edge_app.frames.sources.sample",
+    "files": "edge_app.frames.sources.files",
+    "synthetic": "edge_app.frames.sources.synthetic",
+    "picamera2": "edge_app.frames.sources.picamera2",
 }
 
 

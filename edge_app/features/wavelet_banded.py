@@ -1,8 +1,8 @@
 """PyWavelets' multilevel 2-D DWT of one fixed shape, applied as banded float32 products.
 
-This is the fast path of ``edge_app.wavelet`` for face crops (sides up to 256): the same
+This is the fast path of ``edge_app.features.wavelet`` for face crops (sides up to 256): the same
 transform, wavelet, border mode and level, so the same residual up to float32 rounding.
-``edge_app.wavelet`` keeps the denoising rule (BayesShrink); this module only transforms:
+``edge_app.features.wavelet`` keeps the denoising rule (BayesShrink); this module only transforms:
 ``transform_for`` (the buffers for one shape), ``analyze`` (image -> coefficients),
 ``finest_diagonal_abs`` and ``band_energies`` (what the thresholds are computed from) and
 ``synthesize_clipped`` (clipped details -> residual).

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.crop import crop_face
-from edge_app.detector import Face
-from edge_app.features import feature_channels, model_input
+from edge_app.frames.crop import crop_face
+from edge_app.frames.detector import Face
+from edge_app.features.inputs import feature_channels, model_input
 from edge_app.tflite_model import Model, ModelError, load_model, read_sealed_json
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-from edge_app.config import SourceConfig
+from edge_app.config import PACKAGE_DIR, SourceConfig
 from edge_app.images import load_rgb
-from edge_app.sources import Frame, Pacer
+from edge_app.frames.sources import Frame, Pacer
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
+SAMPLE_DIR = PACKAGE_DIR / "sample"
 SCENES = (("live", 20), ("print", 20), ("empty", 8))
 
 

@@ -10,8 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from edge_app.ela import error_level_normalized
-from edge_app.wavelet import noise_residual_normalized
+from edge_app.features.ela import error_level_normalized
+from edge_app.features.wavelet import noise_residual_normalized
 
 
 def _rgb(crop: np.ndarray) -> np.ndarray:

@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image
 
 from edge_app.config import SnapshotConfig
-from edge_app.decision import iou
-from edge_app.detector import Face
-from edge_app.sources import Frame
+from edge_app.liveness.decision import iou
+from edge_app.frames.detector import Face
+from edge_app.frames.sources import Frame
 
 log = logging.getLogger(__name__)
 

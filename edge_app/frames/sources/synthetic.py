@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from edge_app.config import SourceConfig
-from edge_app.sources import Frame, Pacer, SourceError
+from edge_app.frames.sources import Frame, Pacer, SourceError
 
 
 @dataclass
@@ -63,7 +63,7 @@ class SyntheticSource:
 
 def sample_head() -> np.ndarray:
     """Head and shoulders of the built-in sample portrait, for pasting into synthetic scenes."""
-    from edge_app.sources.sample import sample_image
+    from edge_app.frames.sources.sample import sample_image
 
     return sample_image("live")[0:300, 160:430]
 

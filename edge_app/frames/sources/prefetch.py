@@ -12,7 +12,7 @@ import collections
 import logging
 import threading
 
-from edge_app.sources import Frame, FrameSource, SourceError
+from edge_app.frames.sources import Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
 

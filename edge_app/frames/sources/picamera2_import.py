@@ -14,7 +14,7 @@ import importlib.metadata
 import sys
 from pathlib import Path
 
-from edge_app.sources import SourceError
+from edge_app.frames.sources import SourceError
 
 # where Debian and Raspberry Pi OS put the Python packages apt installs
 SYSTEM_PACKAGE_DIRS = ("/usr/lib/python3/dist-packages",)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from edge_app.detector import Face
+from edge_app.frames.detector import Face
 
 
 def context_box(face: Face, frame_w: int, frame_h: int, scale: float) -> tuple[float, float, float, float]:

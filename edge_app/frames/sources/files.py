@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge_app.config import SourceConfig
 from edge_app.images import ImageLoadError, IMAGE_SUFFIXES, load_rgb
-from edge_app.sources import Frame, Pacer, SourceError
+from edge_app.frames.sources import Frame, Pacer, SourceError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 import pywt
 
-from edge_app import wavelet_banded
+from edge_app.features import wavelet_banded
 
 __all__ = [
     "NOISE_RESIDUAL_SCALE",
@@ -184,7 +184,7 @@ def _residual_banded(img: np.ndarray, ws: wavelet_banded.BandedTransform) -> np.
 
     At crop size PyWavelets' own transforms alone cost ~1.3 ms for a 128x128 RGB crop; with
     the same transform as banded BLAS products the whole residual costs ~0.5 ms (min time in
-    ``bench/ela.py`` on this project's 2-core VM; see ``edge_app.wavelet_banded``). It needs
+    ``bench/ela.py`` on this project's 2-core VM; see ``edge_app.features.wavelet_banded``). It needs
     no approximation band: soft(c) = c - clip(c, -T, T) and the inverse transform is linear and
     exact, so x - idwt(soft(c)) = idwt(clip(c, -T, T)) with the approximation set to 0.
     """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from edge_app.sources import Frame, FrameSource, SourceError
+from edge_app.frames.sources import Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
 
