@@ -304,7 +304,7 @@ def far_scene(width: int, height: int, fraction: float) -> np.ndarray:
 
 def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dict:
     from edge_app.hub.local_broker import find_or_start
-    from edge_app.mqtt import MqttPublisher
+    from edge_app.hub.publisher import MqttPublisher
 
     cfg = Config()
     cfg.liveness.models_dir = str(models_dir)

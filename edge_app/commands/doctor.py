@@ -141,7 +141,7 @@ def probe_broker(mq, client_id: str, timeout: float) -> Result:
     """Connect with the configured host, port, TLS and credentials and wait for CONNACK."""
     import paho.mqtt.client as mqtt
 
-    from edge_app.mqtt import read_password, tls_context
+    from edge_app.hub.credentials import read_password, tls_context
 
     where = f"{mq.host}:{mq.port}{' (TLS)' if mq.tls else ''}"
     try:

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             broker = find_or_start(cfg.mqtt.host, cfg.mqtt.port)
             if broker:
                 cfg.mqtt.host, cfg.mqtt.port = broker.host, broker.port
-                from edge_app.mqtt import resolve_base_topic
+                from edge_app.hub.topics import resolve_base_topic
 
                 base = resolve_base_topic(cfg.mqtt, device_id)
                 if broker.process:
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     log.info("watch the events from another terminal: mosquitto_sub -h %s -p %d -t '%s/#' -v",
                              broker.host, broker.port, base)
-        from edge_app.mqtt import MqttPublisher
+        from edge_app.hub.publisher import MqttPublisher
         from edge_app.hub.spool import SpoolError
 
         try:
