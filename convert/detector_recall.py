@@ -190,7 +190,7 @@ def markdown(r: dict, bench: dict | None = None) -> str:
         "",
         "Configurations (`[detector] model`, `closeup_retry`): **short** = BlazeFace short-range (128x128 input), "
         "**full** = full-range (192x192), **both** = short-range, and full-range on frames where it finds no face of "
-        "at least 20% of the width, or 10% with a score of 0.75 (`short_range_trusted` in edge_app/detector.py; then its faces, the short-range ones if it finds none); **+retry** = a frame "
+        "at least 20% of the width, or 10% with a score of 0.75 (`short_range_trusted` in edge_app/frames/detector.py; then its faces, the short-range ones if it finds none); **+retry** = a frame "
         "where they find nothing is looked at again by the short-range model, shrunk to half inside a black border.",
         "",
         "| face width | " + " | ".join(configs) + " |",
