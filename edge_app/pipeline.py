@@ -226,7 +226,8 @@ class Pipeline:
                 consecutive_failures += 1
                 repeated.log(f"frame source {getattr(source, 'name', '?')}: {exc}")
                 self.fail(str(exc))
-                # back off on a dead camera instead of spinning, but keep the loop (and watchdog) alive
+                # back off on a dead camera instead of spinning, but keep the loop (and watchdog) alive;
+                # by hand, not tenacity/backoff: those retry one call, this loop must decide on every failure
                 stop.wait(min(5.0, 0.05 * 2 ** min(consecutive_failures, 7)) if consecutive_failures > 1 else 0)
                 self._hooks()
                 continue

@@ -16,6 +16,8 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 
+# The protocol by hand, not python3-systemd or the sdnotify package: one datagram, and no
+# dependency (python3-systemd builds against libsystemd) for what the standard library does.
 class Notifier:
     """Sends notify datagrams to ``$NOTIFY_SOCKET`` (read once, at construction)."""
 

@@ -10,6 +10,9 @@ share the output layout (box + 6 keypoints per anchor, one logit), so one decode
 where the short-range faces are not trusted alone). A face that fills the frame and is cut
 by its edges is often missed by both; when a frame gives no face, ``closeup_retry`` looks
 once more at the frame shrunk inside a black border, where such a face looks whole again.
+
+The decoding is written here rather than taken from the ``mediapipe`` package: that would bring
+its whole graph runtime onto the Pi for two small models and two calculators.
 """
 
 from __future__ import annotations

@@ -154,6 +154,8 @@ class CommandHandler:
         except UnicodeDecodeError:
             return route.correlation.hex()[:MAX_REQUEST_ID]
 
+    # Checked by hand, not with jsonschema: that is a test-only dependency (the Pi installs the
+    # runtime ones only), and the answer must say which field is wrong in a sentence.
     @staticmethod
     def _parse_json_request(payload: bytes, max_bytes: int) -> dict:
         if len(payload) > max_bytes:

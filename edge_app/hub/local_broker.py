@@ -60,7 +60,7 @@ def find_or_start(host: str = "127.0.0.1", port: int = 1883) -> LocalBroker | No
     conf = Path(tempfile.mkdtemp(prefix="edge-app-broker-")) / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 5  # a plain poll: it waits for a port, there is nothing to retry
     while time.monotonic() < deadline:
         if reachable("127.0.0.1", port, 0.2):
             log.info("started a local mosquitto on 127.0.0.1:%d for this run", port)

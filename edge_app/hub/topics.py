@@ -33,6 +33,8 @@ def key_with_flag(key: str) -> str:
     return f"{key} (or {_FLAGS[key]})" if key in _FLAGS else key
 
 
+# By hand: paho checks only for wildcards when publishing; this also refuses $-topics, empty
+# levels and bad UTF-8 at start-up, and names the configuration key.
 def validate_topic(topic: str, key: str) -> str:
     """A topic name to publish on, or ConfigError naming the configuration key it came from."""
     def bad(why: str) -> ConfigError:
