@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
+from edge_app.config import PACKAGE_DIR
 from edge_app.features import wavelet as wv
 from edge_app.features import wavelet_banded
 from edge_app.features.wavelet import (
@@ -22,7 +22,7 @@ from edge_app.features.wavelet import (
     noise_residual_normalized,
 )
 
-SAMPLES = Path(wv.__file__).parent / "sample"
+SAMPLES = PACKAGE_DIR / "sample"
 
 
 def smooth_image(h: int = 128, w: int = 128) -> np.ndarray:
