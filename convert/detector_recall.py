@@ -35,8 +35,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from convert.datasets import datasets_root
 from edge_app.config import Config
-from edge_app.detector import CLOSEUP_ZOOM_OUT, Face, load_detector, short_range_trusted
-from edge_app.sources.sample import sample_image
+from edge_app.frames.detector import CLOSEUP_ZOOM_OUT, Face, load_detector, short_range_trusted
+from edge_app.frames.sources.sample import sample_image
 
 FRAME_W, FRAME_H = 1280, 720
 FRACTIONS = (0.05, 0.06, 0.07, 0.08, 0.10, 0.125, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50, 0.60, 0.80, 1.00)
@@ -190,7 +190,7 @@ def markdown(r: dict, bench: dict | None = None) -> str:
         "",
         "Configurations (`[detector] model`, `closeup_retry`): **short** = BlazeFace short-range (128x128 input), "
         "**full** = full-range (192x192), **both** = short-range, and full-range on frames where it finds no face of "
-        "at least 20% of the width, or 10% with a score of 0.75 (`short_range_trusted` in edge_app/detector.py; then its faces, the short-range ones if it finds none); **+retry** = a frame "
+        "at least 20% of the width, or 10% with a score of 0.75 (`short_range_trusted` in edge_app/frames/detector.py; then its faces, the short-range ones if it finds none); **+retry** = a frame "
         "where they find nothing is looked at again by the short-range model, shrunk to half inside a black border.",
         "",
         "| face width | " + " | ".join(configs) + " |",

@@ -141,8 +141,8 @@ def delegation(path: Path) -> dict:
 def per_face_cost(models_dir: Path, crops: pad_data.Crops, repeats: int = 200) -> dict:
     """Median ms per face on one thread, each model's crop + features + invoke (LivenessModel.score, the
     device's own path), int8 and float32 interleaved."""
-    from edge_app.detector import Face
-    from edge_app.liveness import load_liveness_model
+    from edge_app.frames.detector import Face
+    from edge_app.liveness.scorer import load_liveness_model
 
     frames = crops.arrays["canvas_a@4.0"][:50]  # stand-in frames: 80x80 views are enough to time the crop step
     face = Face(20.0, 20.0, 40.0, 40.0, 1.0)

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from convert.datasets import REPO, Sample
-from edge_app.crop import crop_face
-from edge_app.detector import FaceDetector, load_detector
+from edge_app.frames.crop import crop_face
+from edge_app.frames.detector import FaceDetector, load_detector
 
 CACHE = REPO / ".cache"
 

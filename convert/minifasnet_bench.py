@@ -59,7 +59,7 @@ def crops(items: list[tuple[Path, int, str]], tag: str) -> dict:
     if cache.is_file():
         return dict(np.load(cache))
     from convert.face_crops import largest_face_crop
-    from edge_app.detector import load_detector
+    from edge_app.frames.detector import load_detector
     from edge_app.images import ImageLoadError, load_rgb
 
     det = load_detector(REPO / "models")

@@ -20,7 +20,7 @@ both classes, clamped by the image as the device clamps) and that view is resamp
 ``VIEW_SIZE`` pixels. Size, resolution and class-dependent context no longer tell the class apart.
 NUAA frames are real 640x480 camera frames of one webcam for both classes and stay as recorded.
 
-Framings per image, all cut by the device's crop code (``edge_app.crop.crop_face``) at the two
+Framings per image, all cut by the device's crop code (``edge_app.frames.crop.crop_face``) at the two
 models' scales (``SCALES``), 80x80:
 
 - ``view``: the normalised view as the frame (tight selfies clamp at its border);
@@ -189,7 +189,7 @@ def _init_worker(models_dir: str, scenes: list[str]) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from edge_app.config import Config
-    from edge_app.detector import load_detector
+    from edge_app.frames.detector import load_detector
 
     _W["detector"] = load_detector(models_dir, 1, Config().detector.min_score)
     _W["teachers"] = {}
@@ -214,8 +214,8 @@ def teacher_logits(crop: np.ndarray, scale: float) -> np.ndarray:
 
 def normalised_view(rgb: np.ndarray, face, k: float):
     """(view, face in view): ``k`` x the face box as context (clamped, shifted inward), resampled to VIEW_SIZE."""
-    from edge_app.crop import context_box
-    from edge_app.detector import Face
+    from edge_app.frames.crop import context_box
+    from edge_app.frames.detector import Face
 
     left, top, right, bottom = context_box(face, rgb.shape[1], rgb.shape[0], k)
     side = min(right - left, bottom - top)
@@ -229,7 +229,7 @@ def normalised_view(rgb: np.ndarray, face, k: float):
 
 def canvas_frame(view: np.ndarray, vface, rng: np.random.Generator):
     """(frame, face in frame): ``view`` placed into a 640x480 frame, the face FACE_FRACTION of its width, on a random fill."""
-    from edge_app.detector import Face
+    from edge_app.frames.detector import Face
 
     target = math.exp(rng.uniform(*np.log(FACE_FRACTION)))
     side = int(np.clip(target * CANVAS_W * view.shape[1] / max(vface.w, 1.0), 48, CANVAS_H))
@@ -251,7 +251,7 @@ def canvas_frame(view: np.ndarray, vface, rng: np.random.Generator):
 def detect_with_margin(rgb: np.ndarray):
     """The device detector's largest face; for a face cut by the image border (a tight selfie crop),
     a second look at the image centred on a blurred 1.6x canvas, mapped back."""
-    from edge_app.detector import Face
+    from edge_app.frames.detector import Face
 
     face = _largest(rgb)
     if face is not None:
@@ -273,7 +273,7 @@ def detect_with_margin(rgb: np.ndarray):
 
 
 def _process(job: tuple[int, str, str]) -> dict:
-    from edge_app.crop import crop_face
+    from edge_app.frames.crop import crop_face
 
     index, path, domain = job
     rng = np.random.default_rng([SEED, index])

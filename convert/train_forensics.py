@@ -231,8 +231,8 @@ def export(model, sampler, rng, info: dict, args) -> None:
             "normalisation": {
                 "recompress": f"the RGB image is first JPEG re-encoded at quality {args.quality} "
                               "(Pillow, 4:2:0) and decoded; all features are taken from that image",
-                "ela": "edge_app.ela.error_level_normalized(rgb, 90): min(|x - jpeg90(x)| / 32, 1)",
-                "wavelet_residual_luma": "r = edge_app.wavelet.noise_residual_normalized(luma, 'db4', 3) "
+                "ela": "edge_app.features.ela.error_level_normalized(rgb, 90): min(|x - jpeg90(x)| / 32, 1)",
+                "wavelet_residual_luma": "r = edge_app.features.wavelet.noise_residual_normalized(luma, 'db4', 3) "
                                          "(clip(residual / 16, -1, 1)), then sign(r) * sqrt(|r|); "
                                          "luma = 0.299 R + 0.587 G + 0.114 B",
                 "code": "edge_app.forensics.prepare",

@@ -132,10 +132,10 @@ def cell_weights(crops: pad_data.Crops, index: np.ndarray) -> np.ndarray:
 
 
 def model_inputs(crops_uint8: np.ndarray, features: list[str]) -> np.ndarray:
-    """The device's feature stack (edge_app.features.model_input) for a batch of crops."""
+    """The device's feature stack (edge_app.features.inputs.model_input) for a batch of crops."""
     if features == ["rgb"]:
         return crops_uint8.astype(np.float32) * np.float32(1 / 255)
-    from edge_app.features import model_input
+    from edge_app.features.inputs import model_input
 
     return np.concatenate([model_input(c, features) for c in crops_uint8])
 
@@ -479,10 +479,10 @@ def train_shipped(args) -> int:
                                              "Silent-Face-Anti-Spoofing), PReLU replaced by ReLU"},
             "input": {
                 "features": spec["features"], "channel_order": "RGB",
-                "normalisation": {"rgb": "x / 255", "ela": "edge_app.ela.error_level_normalized",
-                                  "wavelet": "edge_app.wavelet.noise_residual_normalized"},
-                "feature_code": "edge_app.features.model_input (same function in convert/ and on the device)",
-                "crop": {"scale": spec["scale"], "size": SIZE, "recipe": "edge_app.crop.crop_face (shift inward, no padding)",
+                "normalisation": {"rgb": "x / 255", "ela": "edge_app.features.ela.error_level_normalized",
+                                  "wavelet": "edge_app.features.wavelet.noise_residual_normalized"},
+                "feature_code": "edge_app.features.inputs.model_input (same function in convert/ and on the device)",
+                "crop": {"scale": spec["scale"], "size": SIZE, "recipe": "edge_app.frames.crop.crop_face (shift inward, no padding)",
                          "trained_on_framings": list(pad_data.FRAMINGS)},
             },
             "output": {"kind": "live_logit", "meaning": "logit of P(live); score = sigmoid(logit); live when score >= threshold"},

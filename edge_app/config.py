@@ -285,6 +285,8 @@ def _coerce(where: str, value: Any, kind: Any) -> Any:
     raise ConfigError(f"{where}: unsupported type")  # a bug in this module, not in the file
 
 
+# Typed by hand from the dataclasses, not pydantic or jsonschema: no extra dependency on the Pi,
+# and every error names the file and the key.
 def _fill(obj: Any, table: dict, prefix: str, origin: str) -> None:
     hints = get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}

@@ -40,8 +40,8 @@ from edge_app.copy_move import CopyMove
 from edge_app.copy_move_search import CopyMoveEvidence, SearchParams, find_copy_moves
 from edge_app.keypoint_copy_move import KeypointCopyMove
 from edge_app.images import MAX_PIXELS, ImageLoadError, decode_image, open_image_file, probe, rgb_array
-from edge_app.ela import ELA_CLIP_LEVEL, ELA_QUALITY, ELA_SCALE, ElaWorkspace, error_level, error_level_normalized
-from edge_app.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
+from edge_app.features.ela import ELA_CLIP_LEVEL, ELA_QUALITY, ELA_SCALE, ElaWorkspace, error_level, error_level_normalized
+from edge_app.features.wavelet import WAVELET, WAVELET_LEVEL, noise_residual_normalized
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ _TJERR_WARNING = 0
 
 @functools.lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
-    from edge_app.ela_codecs import CodecUnavailable
-    from edge_app.ela_codecs.turbojpeg import _load_library
+    from edge_app.features.ela_codecs import CodecUnavailable
+    from edge_app.features.ela_codecs.turbojpeg import _load_library
 
     try:
         lib = _load_library()

@@ -16,12 +16,12 @@ from typing import Callable
 import numpy as np
 
 from edge_app.config import Config
-from edge_app.decision import Decision, DecisionMaker, Observation
-from edge_app.detector import Face, FaceDetector, load_detector
-from edge_app.events import DecisionEvent, SequenceCounter
-from edge_app.liveness import LivenessScorer, load_scorer
-from edge_app.sources import Frame, FrameSource, SourceError
-from edge_app.sources.prefetch import Prefetcher
+from edge_app.liveness.decision import Decision, DecisionMaker, Observation
+from edge_app.frames.detector import Face, FaceDetector, load_detector
+from edge_app.hub.events import DecisionEvent, SequenceCounter
+from edge_app.liveness.scorer import LivenessScorer, load_scorer
+from edge_app.frames.sources import Frame, FrameSource, SourceError
+from edge_app.frames.sources.prefetch import Prefetcher
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,8 @@ class Pipeline:
                 consecutive_failures += 1
                 repeated.log(f"frame source {getattr(source, 'name', '?')}: {exc}")
                 self.fail(str(exc))
-                # back off on a dead camera instead of spinning, but keep the loop (and watchdog) alive
+                # back off on a dead camera instead of spinning, but keep the loop (and watchdog) alive;
+                # by hand, not tenacity/backoff: those retry one call, this loop must decide on every failure
                 stop.wait(min(5.0, 0.05 * 2 ** min(consecutive_failures, 7)) if consecutive_failures > 1 else 0)
                 self._hooks()
                 continue

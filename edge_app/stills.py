@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from edge_app.config import Config
-from edge_app.decision import Decision, DecisionMaker
-from edge_app.detector import FaceDetector
+from edge_app.liveness.decision import Decision, DecisionMaker
+from edge_app.frames.detector import FaceDetector
 from edge_app.images import IMAGE_SUFFIXES, ImageLoadError, load_rgb
-from edge_app.liveness import LivenessScorer
+from edge_app.liveness.scorer import LivenessScorer
 from edge_app.pipeline import Pipeline
-from edge_app.sources import Frame
+from edge_app.frames.sources import Frame
 
 log = logging.getLogger(__name__)
 

@@ -145,6 +145,8 @@ def read_sealed_json(json_path: Path, what: str = "metadata") -> dict:
     return meta
 
 
+# The required keys checked by hand, not with jsonschema (a test-only dependency; the Pi installs
+# runtime dependencies only): each refusal names the file and the key.
 def read_metadata(json_path: Path) -> dict:
     meta = read_sealed_json(json_path, "metadata")
     for key in ("name", "version", "file", "sha256", "task", "input"):

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 extras="${1:-test}"
 
 # mosquitto: the demo's local broker and the test suite's real broker;
-# libturbojpeg0: ELA's fast JPEG round trip (edge_app/ela_codecs/turbojpeg.py);
+# libturbojpeg0: ELA's fast JPEG round trip (edge_app/features/ela_codecs/turbojpeg.py);
 # python3-numpy, python3-scipy, python3-venv: the Raspberry Pi OS stand-in of
 # tests/test_pi_install.py (a venv of Debian's /usr/bin/python3 that keeps apt's numpy 1.24,
 # with scipy as an apt module compiled against it, like picamera2's simplejpeg)

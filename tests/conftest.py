@@ -50,7 +50,7 @@ def datasets() -> Path:
 @pytest.fixture(scope="session")
 def detector(models_dir):
     from edge_app.config import Config
-    from edge_app.detector import load_detector
+    from edge_app.frames.detector import load_detector
 
     return load_detector(models_dir, min_score=Config().detector.min_score)
 
@@ -58,7 +58,7 @@ def detector(models_dir):
 @pytest.fixture(scope="session")
 def scorer(models_dir):
     from edge_app.config import Config
-    from edge_app.liveness import load_scorer
+    from edge_app.liveness.scorer import load_scorer
 
     return load_scorer(models_dir, Config().liveness.models)
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_app.crop import context_box, crop_face
-from edge_app.detector import Face
+from edge_app.frames.crop import context_box, crop_face
+from edge_app.frames.detector import Face
 
 
 def reference_crop(rgb, face, scale, size):

@@ -1,7 +1,7 @@
 import pytest
 
 from edge_app.config import DecisionConfig
-from edge_app.decision import DecisionMaker, Observation, decide
+from edge_app.liveness.decision import DecisionMaker, Observation, decide
 
 THR = 0.5
 

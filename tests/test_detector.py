@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from edge_app.decision import iou
-from edge_app.detector import letterbox, ssd_anchors, weighted_nms
+from edge_app.liveness.decision import iou
+from edge_app.frames.detector import letterbox, ssd_anchors, weighted_nms
 from tests.conftest import blank_frame
 
 # Boxes drawn by hand around the face (brow to chin, ear to ear) in 640x480 NUAA frames,

@@ -13,9 +13,9 @@ from PIL import Image
 from convert.detector_recall import compose
 from convert.fetch_detector import MODELS
 from edge_app.config import ConfigError, load_config
-from edge_app.decision import iou
-from edge_app.detector import CLOSEUP_ZOOM_OUT, MultiDetector, load_detector, ssd_anchors
-from edge_app.sources.sample import sample_image
+from edge_app.liveness.decision import iou
+from edge_app.frames.detector import CLOSEUP_ZOOM_OUT, MultiDetector, load_detector, ssd_anchors
+from edge_app.frames.sources.sample import sample_image
 
 MIN_SCORE = 0.6
 

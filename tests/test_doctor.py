@@ -99,7 +99,7 @@ def test_a_good_setup_passes(tmp_path, broker, capsys):
 
     # the detectors of detector.model (both by default), each configured liveness model, forensics, the
     # fusion and the strict JPEG check
-    from edge_app.detector import DETECTOR_MODELS
+    from edge_app.frames.detector import DETECTOR_MODELS
 
     n_detectors = len(DETECTOR_MODELS[Config().detector.model])
     assert statuses(rows, "models") == ["PASS"] * (len(Config().liveness.models) + n_detectors + 3)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageChops, ImageEnhance
 
-from edge_app import ela_codecs
-from edge_app.ela import (
+from edge_app.features import ela_codecs
+from edge_app.features.ela import (
     ELA_CLIP_LEVEL,
     ELA_SCALE,
     ElaWorkspace,
@@ -23,7 +23,7 @@ from edge_app.ela import (
     error_level_display,
     error_level_normalized,
 )
-from edge_app.ela_codecs import PREFERENCE, CodecUnavailable, open_codec
+from edge_app.features.ela_codecs import PREFERENCE, CodecUnavailable, open_codec
 
 
 def _available_codecs() -> list[str]:
@@ -265,7 +265,7 @@ def test_images_coded_in_strips_match_reference(rgb, quality, strips):
 @pytest.mark.parametrize("height", [1, 15, 16, 17, 31, 100, 480, 1080, 1081])
 @pytest.mark.parametrize("strips", [1, 2, 3, 4])
 def test_strip_plan_tiles_the_image_on_mcu_rows_with_context(height, strips):
-    from edge_app.ela_codecs.turbojpeg import strip_plan
+    from edge_app.features.ela_codecs.turbojpeg import strip_plan
 
     plan = strip_plan(height, strips)
     assert 1 <= len(plan) <= strips

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from edge_app.config import Config, ConfigError, load_config
-from edge_app.decision import Observation, decide
-from edge_app.liveness import load_scorer, sigmoid
+from edge_app.liveness.decision import Observation, decide
+from edge_app.liveness.scorer import load_scorer, sigmoid
 from edge_app.pipeline import Pipeline
-from edge_app.sources.synthetic import SyntheticSource, sample_head
+from edge_app.frames.sources.synthetic import SyntheticSource, sample_head
 from edge_app.tflite_model import SEAL_KEY, ModelError, load_model, read_sealed_json, write_metadata
 
 REPO = Path(__file__).resolve().parents[1]

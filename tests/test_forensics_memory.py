@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from edge_app.forensics import _error_level_by_strips, _lanczos_by_passes, ela_panel, overlay
-from edge_app.ela import error_level
+from edge_app.features.ela import error_level
 from edge_app.images import decode, rgb_array
 
 REPO = Path(__file__).resolve().parents[1]

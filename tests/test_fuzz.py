@@ -218,7 +218,7 @@ def config_text(draw) -> str:
 @fuzz_settings(300)
 @given(text=config_text())
 def test_fuzz_config(tmp_path_factory, text):
-    from edge_app.mqtt import topics_for
+    from edge_app.hub.topics import topics_for
 
     path = tmp_path_factory.mktemp("cfg") / "config.toml"
     path.write_text(text, errors="surrogatepass")

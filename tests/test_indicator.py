@@ -8,10 +8,10 @@ import pytest
 
 from edge_app.cli import build_parser
 from edge_app.config import IndicatorConfig
-from edge_app.indicator import (FileIndicator, GpiochipIndicator, IndicatorError, NullIndicator, SysfsIndicator, lit,
+from edge_app.device.indicator import (FileIndicator, GpiochipIndicator, IndicatorError, NullIndicator, SysfsIndicator, lit,
                                 open_indicator)
-from edge_app.sources import SourceError
-from edge_app.sources.synthetic import SyntheticSource, sample_head
+from edge_app.frames.sources import SourceError
+from edge_app.frames.sources.synthetic import SyntheticSource, sample_head
 
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_app.config import Config
-from edge_app.liveness import load_liveness_model, load_scorer
+from edge_app.liveness.scorer import load_liveness_model, load_scorer
 from tests.conftest import nuaa_rows
 
 NAMES = ["liveness_cnn", "liveness_attn"]
@@ -93,9 +93,9 @@ def test_fusion_matches_the_models_and_its_threshold_is_the_scorers(models_dir):
 
 def test_feature_planes_are_the_device_code_and_what_convert_trained_on():
     from convert.train_liveness import model_inputs
-    from edge_app.ela import error_level_normalized
-    from edge_app.features import FEATURES, model_input
-    from edge_app.wavelet import noise_residual_normalized
+    from edge_app.features.ela import error_level_normalized
+    from edge_app.features.inputs import FEATURES, model_input
+    from edge_app.features.wavelet import noise_residual_normalized
 
     crops = (np.random.default_rng(3).random((3, 80, 80, 3)) * 255).astype(np.uint8)
     names = ["rgb", "ela", "wavelet"]

@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from edge_app.local_broker import find_or_start, free_port, reachable
+from edge_app.hub.local_broker import find_or_start, free_port, reachable
 
 
 @pytest.mark.skipif(not (shutil.which("mosquitto") or shutil.which("/usr/sbin/mosquitto")), reason="mosquitto not installed")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from edge_app.config import Config
-from edge_app.crop import crop_face
-from edge_app.features import model_input
-from edge_app.liveness import load_liveness_model
+from edge_app.frames.crop import crop_face
+from edge_app.features.inputs import model_input
+from edge_app.liveness.scorer import load_liveness_model
 from edge_app.tflite_model import ModelError, load_model, write_metadata
 from tests.conftest import nuaa_rows
 

@@ -21,8 +21,8 @@ from paho.mqtt.properties import Properties
 
 from broker import Broker, Received, Subscriber, TcpProxy, broker, free_port, mosquitto, tls_files  # noqa: F401  (fixtures)
 from edge_app.config import MqttConfig
-from edge_app.events import DecisionEvent
-from edge_app.mqtt import MqttPublisher
+from edge_app.hub.events import DecisionEvent
+from edge_app.hub.publisher import MqttPublisher
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "edge_app" / "schemas"
@@ -177,7 +177,7 @@ def test_the_spool_commit_runs_on_the_sender_thread_not_the_camera_thread(broker
 PUBLISHER_SCRIPT = """
 import sys, time
 from edge_app.config import MqttConfig
-from edge_app.mqtt import MqttPublisher
+from edge_app.hub.publisher import MqttPublisher
 cfg = MqttConfig(host="127.0.0.1", port=int(sys.argv[1]), keepalive_s=5, reconnect_min_s=0.05, reconnect_max_s=0.3)
 pub = MqttPublisher(cfg, "door1", sys.argv[2])
 pub.start()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from broker import Subscriber, free_ports, make_passwd, mosquitto, tls_files  # noqa: F401  (fixtures)
 from edge_app.config import MqttConfig
-from edge_app.mqtt import MqttPublisher
+from edge_app.hub.publisher import MqttPublisher
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mosquitto"
 

@@ -11,8 +11,8 @@ import pytest
 
 from broker import broker, mosquitto  # noqa: F401  (fixtures)
 from edge_app.config import MqttConfig
-from edge_app.events import DecisionEvent
-from edge_app.mqtt import MqttPublisher
+from edge_app.hub.events import DecisionEvent
+from edge_app.hub.publisher import MqttPublisher
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from paho.mqtt.properties import Properties
 
 from broker import Subscriber, broker, mosquitto  # noqa: F401  (fixtures)
 from edge_app.config import ConfigError, MqttConfig
-from edge_app.mqtt import MEMORY_EVENTS, MqttPublisher
-from edge_app.spool import Spool
+from edge_app.hub.publisher import MEMORY_EVENTS, MqttPublisher
+from edge_app.hub.spool import Spool
 from test_mqtt import BASE, DEVICE, ids_in_order, make_cfg, make_event, publishers  # noqa: F401  (fixture)
 
 
@@ -50,7 +50,7 @@ def test_response_topics_outside_the_reply_topics_are_refused(broker, publishers
     pub.set_verify_handler(lambda: make_event(pub, "live"))
     assert pub.wait_connected(5)
     sub = Subscriber(broker, ["#"], protocol="5").start()
-    caplog.set_level(logging.WARNING, logger="edge_app.mqtt")
+    caplog.set_level(logging.WARNING, logger="edge_app.hub")
     for i, topic in enumerate(FORBIDDEN):
         request(sub, f"{BASE}/cmd/verify", b"", topic, f"c{i}".encode())
     got = sub.wait_for(lambda ms: len(replies(ms)) >= len(FORBIDDEN), what="one error reply per request")
@@ -231,7 +231,7 @@ def test_a_clean_stop_with_a_full_disk_saves_or_names_every_event(tmp_path, publ
 def test_a_fifo_password_file_is_refused(tmp_path):
     import os
 
-    from edge_app.mqtt import read_password
+    from edge_app.hub.credentials import read_password
 
     fifo = tmp_path / "pw"
     os.mkfifo(fifo)

@@ -1,4 +1,4 @@
-"""Pure parts of edge_app.mqtt: topic validation, configuration, discovery, schemas. No broker."""
+"""Pure parts of edge_app.hub: topic validation, configuration, discovery, schemas. No broker."""
 
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ from hypothesis import given, strategies as st
 from ha_templates import render
 
 from edge_app.config import Config, ConfigError, MqttConfig
-from edge_app.events import DECISIONS, DecisionEvent
-from edge_app.mqtt import (MqttPublisher, add_cli_arguments, apply_cli_overrides, build_topics, discovery_configs,
-                           dumps, node_id, read_cpu_temp_c, read_password, read_serial_number,
-                           retired_discovery_topics, topics_for, validate_topic)
+from edge_app.hub.events import DECISIONS, DecisionEvent
+from edge_app.device.board import read_cpu_temp_c, read_serial_number
+from edge_app.hub.credentials import read_password
+from edge_app.hub.discovery import discovery_configs, node_id, retired_discovery_topics
+from edge_app.hub.overrides import add_cli_arguments, apply_cli_overrides
+from edge_app.hub.payloads import dumps
+from edge_app.hub.publisher import MqttPublisher
+from edge_app.hub.topics import build_topics, topics_for, validate_topic
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "edge_app" / "schemas"
 

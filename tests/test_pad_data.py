@@ -83,7 +83,7 @@ def test_near_duplicates_finds_pairs_within_the_bit_budget_only():
 
 
 def test_every_framing_cuts_the_same_face(detector):
-    from edge_app.sources.sample import sample_image
+    from edge_app.frames.sources.sample import sample_image
 
     pad_data._W.update(detector=detector, scenes=[])
     rgb = sample_image("live")
@@ -103,7 +103,7 @@ def test_every_framing_cuts_the_same_face(detector):
 
 
 def test_a_face_cut_by_the_border_is_found_with_a_margin(detector):
-    from edge_app.sources.sample import sample_image
+    from edge_app.frames.sources.sample import sample_image
 
     pad_data._W.update(detector=detector, scenes=[])
     rgb = sample_image("live")

@@ -131,7 +131,7 @@ def test_a_pip_numpy_2_shadowing_it_breaks_that_extension_and_the_camera_error_s
     # whole edge-app would not start then: PyWavelets imports apt's scipy.fft when present,
     # which fails the same way; so the camera import is checked through the doctor's own helper.)
     env["PYTHONPATH"] = os.pathsep.join([str(shadow), str(cam.parent)])
-    bad = in_venv(pi_root, "from edge_app.sources.picamera2_import import CameraImportError, import_picamera2\n"
+    bad = in_venv(pi_root, "from edge_app.frames.sources.picamera2_import import CameraImportError, import_picamera2\n"
                   "try:\n    import_picamera2()\nexcept CameraImportError as exc:\n    print(exc)\n", env=env)
     assert bad.returncode == 0, bad.stderr
     detail = bad.stdout.strip()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.sources.picamera2_import import CameraImportError, explain, import_picamera2
+from edge_app.frames.sources.picamera2_import import CameraImportError, explain, import_picamera2
 
 SIMPLEJPEG_ERROR = ("numpy.dtype size changed, may indicate binary incompatibility. "
                     "Expected 96 from C header, got 88 from PyObject")

@@ -6,8 +6,8 @@ import pytest
 
 from edge_app.config import Config
 from edge_app.pipeline import Pipeline
-from edge_app.sources.sample import SampleSource, sample_image
-from edge_app.sources.synthetic import SyntheticSource, sample_head
+from edge_app.frames.sources.sample import SampleSource, sample_image
+from edge_app.frames.sources.synthetic import SyntheticSource, sample_head
 
 
 def make_pipeline(detector, scorer, **decision):
@@ -94,7 +94,7 @@ def test_files_source_reports_a_bad_file_and_continues(tmp_path, detector, score
     from PIL import Image
 
     from edge_app.config import SourceConfig
-    from edge_app.sources.files import open_source
+    from edge_app.frames.sources.files import open_source
 
     Image.fromarray(sample_image("live")).save(tmp_path / "a.jpg")
     (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
@@ -112,7 +112,7 @@ def test_missing_files_source_is_a_clear_error(tmp_path):
 
 
 def test_prefetch_keeps_order_and_errors_for_unpaced_sources(detector, scorer):
-    from edge_app.sources.prefetch import Prefetcher
+    from edge_app.frames.sources.prefetch import Prefetcher
 
     reader = Prefetcher(SyntheticSource(face=None, frames=6, fail_at=(3,)), depth=2, drop_stale=False)
     seen = []
@@ -132,7 +132,7 @@ def test_prefetch_keeps_order_and_errors_for_unpaced_sources(detector, scorer):
 def test_prefetch_drops_stale_frames_of_a_live_source_instead_of_lagging():
     import time
 
-    from edge_app.sources.prefetch import Prefetcher
+    from edge_app.frames.sources.prefetch import Prefetcher
 
     reader = Prefetcher(SyntheticSource(face=None, frames=400, fps=400), depth=2, drop_stale=True)
     first = reader.read()
@@ -144,8 +144,8 @@ def test_prefetch_drops_stale_frames_of_a_live_source_instead_of_lagging():
 
 
 def test_a_camera_that_fails_to_open_is_retried_and_never_live(detector, scorer):
-    from edge_app.sources import SourceError
-    from edge_app.sources.reopen import ReopeningSource
+    from edge_app.frames.sources import SourceError
+    from edge_app.frames.sources.reopen import ReopeningSource
 
     attempts = []
 
@@ -164,7 +164,7 @@ def test_a_camera_that_fails_to_open_is_retried_and_never_live(detector, scorer)
 
 
 def test_a_camera_that_dies_mid_run_is_reopened(detector, scorer):
-    from edge_app.sources.reopen import ReopeningSource
+    from edge_app.frames.sources.reopen import ReopeningSource
 
     made = []
 
@@ -181,9 +181,9 @@ def test_a_camera_that_dies_mid_run_is_reopened(detector, scorer):
 def test_prefetch_does_not_hammer_a_failing_camera():
     import time
 
-    from edge_app.sources import SourceError
-    from edge_app.sources.prefetch import Prefetcher
-    from edge_app.sources.reopen import ReopeningSource
+    from edge_app.frames.sources import SourceError
+    from edge_app.frames.sources.prefetch import Prefetcher
+    from edge_app.frames.sources.reopen import ReopeningSource
 
     attempts = []
 

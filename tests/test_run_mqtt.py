@@ -9,7 +9,7 @@ import time
 from PIL import Image
 
 from broker import Subscriber, broker, mosquitto  # noqa: F401  (fixtures)
-from edge_app.sources.sample import sample_image
+from edge_app.frames.sources.sample import sample_image
 
 
 def test_main_job_publishes_events_and_answers_verify_and_check_image(broker, tmp_path):

@@ -16,8 +16,8 @@ import pytest
 
 from edge_app.config import Config
 from edge_app.pipeline import Pipeline
-from edge_app.sdnotify import Notifier, Watchdog, watchdog_interval
-from edge_app.sources.synthetic import SyntheticSource, sample_head
+from edge_app.device.sdnotify import Notifier, Watchdog, watchdog_interval
+from edge_app.frames.sources.synthetic import SyntheticSource, sample_head
 
 
 class NotifySocket:

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 from edge_app.config import Config, SnapshotConfig
-from edge_app.detector import Face
+from edge_app.frames.detector import Face
 from edge_app.pipeline import Pipeline
-from edge_app.snapshots import SnapshotWriter, grow, redact
-from edge_app.sources import Frame
-from edge_app.sources.sample import sample_image
-from edge_app.sources.synthetic import SyntheticSource, sample_head
+from edge_app.device.snapshots import SnapshotWriter, grow, redact
+from edge_app.frames.sources import Frame
+from edge_app.frames.sources.sample import sample_image
+from edge_app.frames.sources.synthetic import SyntheticSource, sample_head
 
 HOUR = 3600.0
 T0 = 1_800_000_000.0  # a fixed wall-clock time for the fake clock
@@ -218,7 +218,7 @@ def test_max_files_caps_the_folder(tmp_path):
 
 
 def test_a_symlinked_folder_is_refused(tmp_path):
-    from edge_app.snapshots import SnapshotError
+    from edge_app.device.snapshots import SnapshotError
 
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "snaps").symlink_to(tmp_path / "elsewhere")

@@ -1,4 +1,4 @@
-"""edge_app.spool: durable, ordered, bounded, and it remembers what it dropped."""
+"""edge_app.hub.spool: durable, ordered, bounded, and it remembers what it dropped."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from edge_app.spool import Spool, SpoolError
+from edge_app.hub.spool import Spool, SpoolError
 
 
 def fill(spool: Spool, n: int, start: int = 0) -> list[int]:

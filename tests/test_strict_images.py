@@ -290,7 +290,7 @@ def _write(path: Path, data: bytes) -> Path:
 
 def test_spool_is_owner_only_outside_systemd(tmp_path):
     """Item 11: outside systemd the spool was 0644 in a 0755 folder."""
-    from edge_app.spool import Spool
+    from edge_app.hub.spool import Spool
 
     old = os.umask(0o022)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +12,17 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from edge_app import wavelet as wv
-from edge_app import wavelet_banded
-from edge_app.wavelet import (
+from edge_app.config import PACKAGE_DIR
+from edge_app.features import wavelet as wv
+from edge_app.features import wavelet_banded
+from edge_app.features.wavelet import (
     NOISE_RESIDUAL_SCALE,
     estimate_sigma,
     noise_residual,
     noise_residual_normalized,
 )
 
-SAMPLES = Path(wv.__file__).parent / "sample"
+SAMPLES = PACKAGE_DIR / "sample"
 
 
 def smooth_image(h: int = 128, w: int = 128) -> np.ndarray:

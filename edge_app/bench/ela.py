@@ -11,7 +11,7 @@ milliseconds and the ratios the design brief asks for:
               numpy -> numpy through Pillow's public calls, no ELA arithmetic.
   naive       the usual Python ELA: fromarray, save, reopen, ImageChops.difference
               (exact), + getextrema and ImageEnhance.Brightness (display).
-  ours        edge_app.ela.error_level / error_level_display on the codec backend
+  ours        edge_app.features.ela.error_level / error_level_display on the codec backend
               ELA picks here (turbojpeg where libturbojpeg is installed, else pillow),
               with its default threads: frames of 480x360 and up are coded in strips
               on up to 4 cores, crops in the calling thread;
@@ -40,8 +40,8 @@ import pywt
 from PIL import Image, ImageChops, ImageEnhance
 
 from edge_app.bench import default_repeat, fmt_ratio, interleaved, ratio
-from edge_app.ela import ElaWorkspace, error_level, error_level_display
-from edge_app.wavelet import noise_residual
+from edge_app.features.ela import ElaWorkspace, error_level, error_level_display
+from edge_app.features.wavelet import noise_residual
 
 ROOT = Path(__file__).resolve().parents[2]
 

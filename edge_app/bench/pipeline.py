@@ -27,18 +27,18 @@ from PIL import Image
 from edge_app.bench import interleaved
 from edge_app.bench.ela import floor, naive_display
 from edge_app.config import Config
-from edge_app.crop import crop_face
-from edge_app.decision import DecisionMaker, Observation
-from edge_app.detector import load_detector
-from edge_app.ela import error_level, error_level_display, error_level_normalized
-from edge_app.events import DecisionEvent
-from edge_app.features import model_input
+from edge_app.frames.crop import crop_face
+from edge_app.liveness.decision import DecisionMaker, Observation
+from edge_app.frames.detector import load_detector
+from edge_app.features.ela import error_level, error_level_display, error_level_normalized
+from edge_app.hub.events import DecisionEvent
+from edge_app.features.inputs import model_input
 from edge_app.interpreters import backend_name, create_interpreter, delegate_partitions
-from edge_app.liveness import sigmoid
+from edge_app.liveness.scorer import sigmoid
 from edge_app.pipeline import Pipeline, load_models
-from edge_app.sources import Frame, Pacer
-from edge_app.sources.sample import sample_image
-from edge_app.wavelet import noise_residual, noise_residual_normalized
+from edge_app.frames.sources import Frame, Pacer
+from edge_app.frames.sources.sample import sample_image
+from edge_app.features.wavelet import noise_residual, noise_residual_normalized
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def scene(width: int, height: int, face: bool) -> np.ndarray:
         return sample_image("live" if face else "empty").copy()
     wall = np.asarray(Image.fromarray(sample_image("empty")).resize((width, height), Image.BILINEAR)).copy()
     if face:
-        from edge_app.sources.synthetic import sample_head
+        from edge_app.frames.sources.synthetic import sample_head
 
         head = sample_head()
         w = int(round(head.shape[1] * height / head.shape[0]))
@@ -268,7 +268,7 @@ def run_sequential(cfg: Config, detector, scorer, publisher, rgb: np.ndarray, fr
 
 
 def _crop_float(plane: np.ndarray, face, scale: float, size: int) -> np.ndarray:
-    from edge_app.crop import context_box
+    from edge_app.frames.crop import context_box
 
     h, w = plane.shape[:2]
     box = context_box(face, w, h, scale)
@@ -303,8 +303,8 @@ def far_scene(width: int, height: int, fraction: float) -> np.ndarray:
 
 
 def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dict:
-    from edge_app.local_broker import find_or_start
-    from edge_app.mqtt import MqttPublisher
+    from edge_app.hub.local_broker import find_or_start
+    from edge_app.hub.publisher import MqttPublisher
 
     cfg = Config()
     cfg.liveness.models_dir = str(models_dir)
@@ -382,7 +382,7 @@ def run_suite(models_dir: Path, frames: int, repeat: int, progress=print) -> dic
             "ours display": lambda: error_level_display(frame),
             "naive PIL display": lambda: naive_display(frame, 90),
         }, repeat)
-        from edge_app.ela import ElaWorkspace
+        from edge_app.features.ela import ElaWorkspace
 
         codec = ElaWorkspace().codec
         results["ela_codec"] = codec.name

@@ -11,6 +11,8 @@ from pathlib import Path
 from edge_app.config import Config, ConfigError, load_config
 
 
+# argparse ``type=`` callables: argparse has no range-checked number types, and these keep its
+# usage-and-exit-2 handling.
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0 (a negative count is refused with the subcommand's usage)."""
     try:

@@ -70,7 +70,7 @@ def register(sub) -> None:
 def check_camera(cfg: Config) -> list[Result]:
     nodes = sorted(str(p) for p in Path("/dev").glob("video*"))
     uses_camera = cfg.source.kind == "picamera2"
-    from edge_app.sources.picamera2_import import CameraImportError, import_picamera2
+    from edge_app.frames.sources.picamera2_import import CameraImportError, import_picamera2
 
     try:
         Picamera2 = import_picamera2()
@@ -98,13 +98,13 @@ def check_camera(cfg: Config) -> list[Result]:
 
 
 def check_models(cfg: Config) -> list[Result]:
-    from edge_app.liveness import load_scorer
+    from edge_app.liveness.scorer import load_scorer
     from edge_app.tflite_model import ModelError, load_model
 
     models_dir = cfg.resolved_models_dir()
     results = []
     ok = True
-    from edge_app.detector import DETECTOR_MODELS, SHORT_RANGE
+    from edge_app.frames.detector import DETECTOR_MODELS, SHORT_RANGE
 
     detectors = list(DETECTOR_MODELS[cfg.detector.model])
     if cfg.detector.closeup_retry and SHORT_RANGE not in detectors:
@@ -141,7 +141,7 @@ def probe_broker(mq, client_id: str, timeout: float) -> Result:
     """Connect with the configured host, port, TLS and credentials and wait for CONNACK."""
     import paho.mqtt.client as mqtt
 
-    from edge_app.mqtt import read_password, tls_context
+    from edge_app.hub.credentials import read_password, tls_context
 
     where = f"{mq.host}:{mq.port}{' (TLS)' if mq.tls else ''}"
     try:
@@ -320,7 +320,7 @@ def check_indicator(cfg: Config) -> list[Result]:
 
 
 def check_snapshots(cfg: Config) -> list[Result]:
-    from edge_app.snapshots import NAME, is_private_dir, snapshot_dir
+    from edge_app.device.snapshots import NAME, is_private_dir, snapshot_dir
 
     snap = cfg.snapshots
     folder = snapshot_dir(snap, cfg.resolved_state_dir())

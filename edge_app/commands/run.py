@@ -11,14 +11,14 @@ from pathlib import Path
 
 from edge_app.annotate import AnnotateError, Annotator
 from edge_app.commands import add_common, config_from_args, non_negative_float, non_negative_int
-from edge_app.decision_log import DecisionLog, StatusTicker, status_line
+from edge_app.liveness.decision_log import DecisionLog, StatusTicker, status_line
 from edge_app.config import ConfigError
-from edge_app.indicator import IndicatorError, open_indicator
+from edge_app.device.indicator import IndicatorError, open_indicator
 from edge_app.pipeline import Pipeline, load_models
-from edge_app.sdnotify import Notifier, Watchdog
-from edge_app.snapshots import SnapshotError, SnapshotWriter
-from edge_app.sources import SourceError, open_source
-from edge_app.sources.reopen import ReopeningSource
+from edge_app.device.sdnotify import Notifier, Watchdog
+from edge_app.device.snapshots import SnapshotError, SnapshotWriter
+from edge_app.frames.sources import SourceError, open_source
+from edge_app.frames.sources.reopen import ReopeningSource
 from edge_app.tflite_model import ModelError
 
 log = logging.getLogger("edge_app.run")
@@ -115,13 +115,13 @@ def run(args: argparse.Namespace) -> int:
     next_seq = None
     if cfg.mqtt.enabled:
         if args.local_broker:
-            from edge_app.local_broker import find_or_start
+            from edge_app.hub.local_broker import find_or_start
 
             wanted = cfg.mqtt.port
             broker = find_or_start(cfg.mqtt.host, cfg.mqtt.port)
             if broker:
                 cfg.mqtt.host, cfg.mqtt.port = broker.host, broker.port
-                from edge_app.mqtt import resolve_base_topic
+                from edge_app.hub.topics import resolve_base_topic
 
                 base = resolve_base_topic(cfg.mqtt, device_id)
                 if broker.process:
@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     log.info("watch the events from another terminal: mosquitto_sub -h %s -p %d -t '%s/#' -v",
                              broker.host, broker.port, base)
-        from edge_app.mqtt import MqttPublisher
-        from edge_app.spool import SpoolError
+        from edge_app.hub.publisher import MqttPublisher
+        from edge_app.hub.spool import SpoolError
 
         try:
             publisher = MqttPublisher(cfg.mqtt, device_id, cfg.resolved_state_dir(), models=scorer.versions())
