@@ -3,7 +3,7 @@ and write the report and the thresholds into the model's metadata.
 
     python -m convert.calibrate_forensics [--models-dir models] [--limit-selfmade N]
 
-Every image goes through the device's own code (``edge_app.forensics.open_image`` with its
+Every image goes through the device's own code (``edge_app.forensics.loading.open_image`` with its
 size guard, then ``ForensicsAnalyzer.evidence``): each detector's raw measurement is cached
 per image under ``.cache/forensics/calibration_v1/<model sha256>/``, so thresholds and the report can be
 recomputed without rescoring.
@@ -52,7 +52,8 @@ log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
 
 def _record(analyzer, source, meta: dict) -> dict:
-    from edge_app.forensics import ForensicsError, open_image
+    from edge_app.forensics.errors import ForensicsError
+    from edge_app.forensics.loading import open_image
 
     t0 = time.perf_counter()
     try:
@@ -188,7 +189,7 @@ def transformed_copy_records(analyzer, items, n: int = 40) -> list[dict]:
 def calibrated_scores(recs: list[dict], params: dict, detectors: tuple[str, ...]) -> np.ndarray:
     """The device's image score (``ForensicsAnalyzer.decide``) from cached evidence, for a
     subset of detectors: 'cnn', 'ela', 'block', 'keypoint'."""
-    from edge_app.forensics import aggregate, calibrated, calibrated_prob
+    from edge_app.forensics.scores import aggregate, calibrated, calibrated_prob
 
     out = np.zeros(len(recs))
     for i, r in enumerate(recs):
@@ -207,7 +208,7 @@ def calibrated_scores(recs: list[dict], params: dict, detectors: tuple[str, ...]
 
 
 def raw_scores(recs: list[dict], detector: str, aggregation: str) -> np.ndarray:
-    from edge_app.forensics import aggregate
+    from edge_app.forensics.scores import aggregate
 
     if detector == "cnn":
         return np.array([aggregate(r["patch_scores"], aggregation) for r in recs])
@@ -261,8 +262,8 @@ PROVISIONAL = {"cnn": {"in_score": True, "aggregation": "qtop5", "threshold": 0.
 def provisional_analyzer(models_dir: Path):
     """The shipped model with the current copy-move search and placeholder thresholds: the
     evidence it measures does not depend on any threshold."""
-    from edge_app.copy_move_search import SearchParams
-    from edge_app.forensics import MODEL_NAME, ForensicsAnalyzer
+    from edge_app.forensics.analyzer import MODEL_NAME, ForensicsAnalyzer
+    from edge_app.forensics.copy_move_search import SearchParams
     from edge_app.tflite_model import load_model
 
     model = load_model(models_dir / f"{MODEL_NAME}.json")

@@ -19,7 +19,7 @@ D/S swap, so images and masks are matched on (fields, id, set of sources). One f
 of a test image occurs in training. The threshold is chosen on val; test is only reported.
 
 **Quality bias.** Every image is re-encoded at one JPEG quality before features are taken
-(``edge_app.forensics.prepare``, the device's code). Self-made images are saved with the
+(``edge_app.forensics.features.prepare``, the device's code). Self-made images are saved with the
 quantization tables and chroma subsampling of a real CASIA image (authentic or tampered), and
 each has an authentic control saved with the same tables, so their compression history is
 the same on both sides.
@@ -44,9 +44,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, JpegImagePlugin
 
 from convert.datasets import REPO, datasets_root
-from edge_app.copy_move import find_copy_move
-from edge_app.keypoint_copy_move import find_keypoint_copy_move
-from edge_app.forensics import FEATURES, estimate_jpeg_quality, prepare
+from edge_app.forensics.copy_move import find_copy_move
+from edge_app.forensics.features import FEATURES, prepare
+from edge_app.forensics.jpeg_quality import estimate_jpeg_quality
+from edge_app.forensics.keypoint_copy_move import find_keypoint_copy_move
 
 DATASET = "casia1"
 CACHE = REPO / ".cache" / "forensics"

@@ -76,7 +76,7 @@ def choose(recs: dict) -> dict:
     cal = [r for r in auth if r["role"] == "cal"]
     val = _ok(recs["selfmade_val"])
     vy = np.array([r["label"] for r in val])
-    from edge_app.copy_move_verify import VerifyParams
+    from edge_app.forensics.copy_move_verify import VerifyParams
 
     floor = VerifyParams().min_area
     params = copy_move_thresholds(cal, floor)
@@ -252,7 +252,7 @@ def calibrate_and_report(recs: dict, analyzer, models_dir: Path, bench: dict | N
 
 
 def write_metadata(models_dir, params, ch, far, abl, rec, analyzer) -> None:
-    from edge_app.copy_move_search import SearchParams
+    from edge_app.forensics.copy_move_search import SearchParams
 
     for name in ("forensics_cnn", "forensics_cnn_float"):
         path = models_dir / f"{name}.json"
@@ -336,12 +336,14 @@ def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, error
           "The v0.4.0 report (CNN training, CASIA v1 quality-bias checks, the CNN's own localisation figures) is kept "
           "as [forensics_v0.4.0.md](forensics_v0.4.0.md); the CNN weights are unchanged since then.", ""]
     L += ["## What decides", "",
-          "- **Copy-move, block matching** (`edge_app.copy_move`) and **keypoints** (`edge_app.keypoint_copy_move`) run "
+          "- **Copy-move, block matching** (`edge_app.forensics.copy_move`) and **keypoints** "
+          "(`edge_app.forensics.keypoint_copy_move`) run "
           "on one fixed-size analysis image (area-averaged to at most "
-          f"{__import__('edge_app.copy_move_search', fromlist=['SearchParams']).SearchParams().analysis_pixels:,} "
+          f"{__import__('edge_app.forensics.copy_move_search', fromlist=['SearchParams']).SearchParams().analysis_pixels:,} "
           "pixels) and propose candidate transforms (the 4 most voted shifts; up to 4 similarity transforms by "
           "sequential RANSAC).",
-          "- **Dense verification** (`edge_app.copy_move_verify`) warps the image by each candidate and keeps the "
+          "- **Dense verification** (`edge_app.forensics.copy_move_verify`) warps the image by each candidate and "
+          "keeps the "
           "pixels where the image and its warped self agree within the recompression noise *and* the local texture "
           "is high (flat walls and sky never count); components smaller than 0.15% of the image are dropped; a "
           "component that also matches (on its high-pass detail, or loosely) under T^2, T^-1, half the shift or "

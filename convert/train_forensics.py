@@ -5,11 +5,11 @@ float32 and int8 TFLite, then calibrate on val and write the report on test.
     python -m convert.train_forensics --no-evaluate   # train + export only
     python -m convert.calibrate_forensics             # calibrate + report for the shipped model
 
-Inputs are the device's own features (``edge_app.forensics.prepare``): every image is
+Inputs are the device's own features (``edge_app.forensics.features.prepare``): every image is
 re-encoded at JPEG quality ``RECOMPRESS_QUALITY`` first (CASIA v1 saved authentic and
 tampered images at different qualities; see ``convert/forensics_data.py``), then ELA
 (q90, 3 channels) and the wavelet noise residual of the luma (1 channel). Since v0.2.0 each
-channel is then made relative to the image itself (``edge_app.forensics.relative_features``:
+channel is then made relative to the image itself (``edge_app.forensics.features.relative_features``:
 divided by the image's own median 8x8-block level), so a region whose compression/noise
 statistics differ from the rest of the same image stands out and a level the whole image
 shares divides away (``--absolute`` trains on the v0.1.0 input). Candidates and their
@@ -39,7 +39,7 @@ import numpy as np
 from convert.datasets import REPO
 
 NAME = "forensics_cnn"
-VERSION = "0.4.0"  # 0.3.0: + block copy-move evidence (edge_app.copy_move); 0.4.0: + keypoint copy-move
+VERSION = "0.4.0"  # 0.3.0: + block copy-move evidence (edge_app.forensics.copy_move); 0.4.0: + keypoint copy-move
 # One last JPEG step at the same quality for every image, high enough to keep the traces of
 # earlier edits: on validation patches q95 gave AUC 0.76 after 3 epochs where q70 (below every
 # CASIA source quality) gave 0.66 after 4. Whether the model then reads the source quality
@@ -161,7 +161,7 @@ def train(args) -> tuple:
     train_s = fd.casia_set(items, "train", q) + (fd.selfmade_set(items, "train", q) if args.selfmade else [])
     val_s = fd.casia_set(items, "val", q) + fd.selfmade_set(items, "val", q)
     if args.relative:
-        from edge_app.forensics import relative_features
+        from edge_app.forensics.features import relative_features
 
         for s in train_s + val_s:
             s.feats = relative_features(s.feats).astype(np.float16)
@@ -211,7 +211,8 @@ def train(args) -> tuple:
 def export(model, sampler, rng, info: dict, args) -> None:
     from convert.forensics_data import SPLIT_SEED
     from convert.tflite_export import to_float_tflite, to_int8_tflite, write_model
-    from edge_app.forensics import FEATURES, TASK
+    from edge_app.forensics.analyzer import TASK
+    from edge_app.forensics.features import FEATURES
 
     exp = build(batch_size=1, channels=len(FEATURES))
     exp.set_weights(model.get_weights())

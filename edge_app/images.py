@@ -119,7 +119,7 @@ def decode_image(data: bytes | BinaryIO, label: str, max_pixels: int = MAX_PIXEL
                  ) -> tuple[Image.Image, str, dict | None]:
     """(decoded Pillow image in its own mode, format, JPEG quantization tables), strictly,
     within ``max_pixels``; the caller closes the image. For callers that resize before
-    making an array (``edge_app.forensics``): a 12 MP RGB array is 36 MB they never need."""
+    making an array (``edge_app.forensics.loading``): a 12 MP RGB array is 36 MB they never need."""
     fp = _stream(data, label)
     with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,7 +1,7 @@
 """Peak memory of single fuzzed inputs, by hand (issue 15; not collected by pytest).
 
 Each input is decoded in a forked child (``edge_app.images.decode``, then
-``edge_app.forensics.open_image``); the child resets its peak (``/proc/self/clear_refs``) and
+``edge_app.forensics.loading.open_image``); the child resets its peak (``/proc/self/clear_refs``) and
 reports VmHWM minus its RSS at the start: what one input costs on top of a running process.
 The inputs are the fuzz suite's seed images mutated at random, plus headers patched to declare
 the largest sizes within the pixel budget::
@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_fuzz import HUGE, SEEDS  # noqa: E402
 
-from edge_app.forensics import ForensicsError, open_image  # noqa: E402
+from edge_app.forensics.errors import ForensicsError  # noqa: E402
+from edge_app.forensics.loading import open_image  # noqa: E402
 from edge_app.images import MAX_PIXELS, ImageLoadError, decode  # noqa: E402
 
 

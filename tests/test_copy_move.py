@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_app.copy_move import CopyMoveParams, copy_move_score, find_copy_move
+from edge_app.forensics.copy_move import CopyMoveParams, copy_move_score, find_copy_move
 from tests.conftest import textured_casia_test_photos
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_app.copy_move_search import SearchParams, analysis_image, find_copy_moves
-from edge_app.copy_move_verify import verify
+from edge_app.forensics.copy_move_search import SearchParams, analysis_image, find_copy_moves
+from edge_app.forensics.copy_move_verify import verify
 from tests.conftest import DATASETS, textured_casia_test_photos
 
 

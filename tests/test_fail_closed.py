@@ -190,7 +190,7 @@ def test_forensics_cli_refuses_a_nan_threshold():
 
 
 def test_tampered_forensics_metadata_is_refused_by_doctor_and_check_image(models_copy, tmp_path):
-    from edge_app.forensics import check_image_bytes
+    from edge_app.forensics.check import check_image_bytes
 
     edit_json(models_copy / "forensics_cnn.json", lambda m: m.update(threshold=0.999999), reseal=False)
     result = check_image_bytes(PRINT.read_bytes(), models_dir=models_copy)

@@ -16,17 +16,12 @@ import pytest
 from PIL import Image
 
 from edge_app.cli import main
-from edge_app.forensics import (
-    MODEL_NAME,
-    aggregate,
-    assemble_heatmap,
-    check_image,
-    check_image_bytes,
-    estimate_jpeg_quality,
-    load_analyzer,
-    patch_grid,
-    relative_features,
-)
+from edge_app.forensics.analyzer import MODEL_NAME, load_analyzer
+from edge_app.forensics.check import check_image, check_image_bytes
+from edge_app.forensics.features import relative_features
+from edge_app.forensics.jpeg_quality import estimate_jpeg_quality
+from edge_app.forensics.patches import assemble_heatmap, patch_grid
+from edge_app.forensics.scores import aggregate
 from edge_app.tflite_model import ModelError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +123,7 @@ def test_share_aggregation_does_not_grow_with_the_image_size():
 
 
 def test_calibrated_scores_are_one_half_at_their_thresholds():
-    from edge_app.forensics import calibrated, calibrated_prob
+    from edge_app.forensics.scores import calibrated, calibrated_prob
 
     assert calibrated(0.004, 0.004) == pytest.approx(0.5) and calibrated(0.0, 0.004) == 0.0
     assert calibrated(0.01, 0.004) > 0.5 > calibrated(0.002, 0.004)
@@ -137,7 +132,7 @@ def test_calibrated_scores_are_one_half_at_their_thresholds():
 
 
 def test_region_masks_survive_run_length_coding():
-    from edge_app.forensics import mask_rle, rle_decode
+    from edge_app.forensics.results import mask_rle, rle_decode
 
     m = np.zeros((300, 500), bool)
     m[40:90, 100:220] = True
@@ -205,7 +200,7 @@ def test_the_cnn_lights_up_a_self_made_splice_inside_its_mask(analyzer, casia_te
     mask[y0:y0 + bh, x0:x0 + bw] = True
     fake = target.copy()
     fake[mask] = donor[13:13 + bh, 27:27 + bw].reshape(-1, 3)
-    from edge_app.forensics import open_image
+    from edge_app.forensics.loading import open_image
 
     img = open_image(_jpeg(fake, 90), 10**8, 10**8, name="splice")
     ev = analyzer.evidence(img.rgb, cnn=True)  # the CNN runs whether or not it is in the score
@@ -215,7 +210,7 @@ def test_the_cnn_lights_up_a_self_made_splice_inside_its_mask(analyzer, casia_te
 
 def test_a_copy_move_is_caught_and_drawn_through_the_device_path(analyzer, casia_test_items):
     from convert.forensics_data import load_rgb
-    from edge_app.forensics import rle_decode
+    from edge_app.forensics.results import rle_decode
 
     au = sorted((i for i in casia_test_items if i.label == 0), key=lambda i: i.name)
     rgb = next(r for r in map(lambda i: load_rgb(i.path), au)

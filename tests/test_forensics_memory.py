@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_app.forensics import _error_level_by_strips, _lanczos_by_passes, ela_panel, overlay
+from edge_app.forensics.heatmap import _error_level_by_strips, ela_panel, overlay
+from edge_app.forensics.loading import _lanczos_by_passes
 from edge_app.features.ela import error_level
 from edge_app.images import decode, rgb_array
 

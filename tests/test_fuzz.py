@@ -33,7 +33,8 @@ from PIL import Image
 
 from broker import broker, mosquitto  # noqa: F401  (fixtures)
 from edge_app.config import Config, ConfigError, load_config
-from edge_app.forensics import ForensicsError, open_image
+from edge_app.forensics.errors import ForensicsError
+from edge_app.forensics.loading import open_image
 from edge_app.images import MAX_PIXELS, ImageLoadError, decode
 from test_mqtt import publishers  # noqa: F401  (fixture)
 
@@ -286,7 +287,7 @@ def _requests(count: int, seed: int) -> list[tuple[str, bytes]]:
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_fuzz_mqtt_commands_are_all_answered(broker, publishers, protocol):
     from broker import Subscriber
-    from edge_app.forensics import check_image_bytes
+    from edge_app.forensics.check import check_image_bytes
     from test_mqtt import BASE, make_cfg, make_event
 
     count = n(150)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_app.copy_move import find_copy_move
-from edge_app.keypoint_copy_move import KeypointParams, find_keypoint_copy_move, keypoint_copy_move_score
+from edge_app.forensics.copy_move import find_copy_move
+from edge_app.forensics.keypoint_copy_move import KeypointParams, find_keypoint_copy_move, keypoint_copy_move_score
 from tests.conftest import textured_casia_test_photos
 
 

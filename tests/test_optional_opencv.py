@@ -19,7 +19,7 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_keypoint_matching_without_opencv_names_the_extra():
     r = _python("import numpy as np\n"
-                "from edge_app.keypoint_copy_move import OpenCVMissing, find_keypoint_copy_move\n"
+                "from edge_app.forensics.keypoint_copy_move import OpenCVMissing, find_keypoint_copy_move\n"
                 "try:\n"
                 "    find_keypoint_copy_move(np.zeros((64, 64, 3), np.uint8))\n"
                 "except OpenCVMissing as exc:\n"
@@ -39,7 +39,7 @@ def test_forensics_without_opencv_refuses_in_one_line_naming_the_extra():
 
 
 def test_check_image_without_opencv_is_an_error_reply_not_a_crash():
-    r = _python("import json\nfrom edge_app.forensics import check_image_bytes\n"
+    r = _python("import json\nfrom edge_app.forensics.check import check_image_bytes\n"
                 f"print(json.dumps(check_image_bytes(open({str(SAMPLE)!r}, 'rb').read())))")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.splitlines()[-1])

@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from edge_app import jpeg_strict
-from edge_app.forensics import ForensicsError, open_image
+from edge_app.forensics.errors import ForensicsError
+from edge_app.forensics.loading import open_image
 from edge_app.images import MAX_PIXELS, ImageLoadError, decode, load_rgb
 from edge_app.stills import expand_paths, printable
 

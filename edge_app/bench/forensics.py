@@ -54,9 +54,11 @@ def main(argv: list[str] | None = None, models_dir: Path | None = None) -> int:
     import cv2
 
     from edge_app.config import default_models_dir
-    from edge_app.copy_move import CopyMoveParams, find_copy_move
-    from edge_app.forensics import check_image, load_analyzer, open_image
-    from edge_app.keypoint_copy_move import KeypointParams, find_keypoint_copy_move
+    from edge_app.forensics.analyzer import load_analyzer
+    from edge_app.forensics.check import check_image
+    from edge_app.forensics.copy_move import CopyMoveParams, find_copy_move
+    from edge_app.forensics.keypoint_copy_move import KeypointParams, find_keypoint_copy_move
+    from edge_app.forensics.loading import open_image
 
     cv2.setNumThreads(1)
     analyzer = load_analyzer(models_dir or default_models_dir(), threads=1)

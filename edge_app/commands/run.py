@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline(cfg, detector, scorer, device_id, sinks=sinks, next_seq=next_seq)
     if publisher:
-        from edge_app.forensics import check_image_bytes
+        from edge_app.forensics.check import check_image_bytes
 
         publisher.set_verify_handler(lambda: pipeline.latest(max_age_s=2 * cfg.decision.max_frame_age_s + 1.0))
         # cmd/check_image: the still-image forensics verdict; it never raises, bad input is an error reply

@@ -59,7 +59,7 @@ class CopyMove:
     blocks: np.ndarray  # (n, 2) int32 top-left (y, x) of the source blocks, input pixels
     block: int  # side of those blocks in input pixels
     # the strongest distinct shifts and their pair counts, strongest first (input pixels):
-    # dense verification (edge_app.copy_move_verify) tries each, since on a photo with flat
+    # dense verification (edge_app.forensics.copy_move_verify) tries each, since on a photo with flat
     # areas the most voted shift is often not the copy
     candidates: tuple[tuple[tuple[int, int], int], ...] = ()
 

@@ -14,7 +14,7 @@ compare it with itself, and keep only what matches as a copy would.
          (A->B and B->C, or A->B and A->C) is dropped too: look-alike objects, not one paste
       -> verified region: the kept source components and their images under T
 
-Why: the two matchers (``edge_app.copy_move``, ``edge_app.keypoint_copy_move``) vote for a
+Why: the two matchers (``copy_move``, ``keypoint_copy_move`` beside this module) vote for a
 transform from sparse evidence, and on authentic photos that evidence is often noise:
 sub-block means of a flat white wall agree at many shifts, a row of identical products or a
 tiled floor gives many consistent keypoint pairs. A real copy agrees with its source over a

@@ -8,7 +8,7 @@
 
 This is the keypoint approach of Amerini et al. (2011), "A SIFT-based forensic method for
 copy-move attack detection and transformation recovery". It complements the block matcher
-in ``edge_app.copy_move``: that one compares 16x16 blocks pixel for pixel, so it finds a
+in ``edge_app.forensics.copy_move``: that one compares 16x16 blocks pixel for pixel, so it finds a
 plain translated copy even in fine texture but loses a copy that was resized or turned
 (an editor's "free transform"). SIFT descriptors are invariant to both.
 
@@ -87,7 +87,7 @@ class KeypointCopyMove:
     dst: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     radius: float = 8.0  # half the median keypoint size of the inliers, input pixels
     # every transform found, strongest first (the first is ``transform``): each is handed on
-    # to dense verification (edge_app.copy_move_verify)
+    # to dense verification (edge_app.forensics.copy_move_verify)
     candidates: tuple = ()
 
     @property

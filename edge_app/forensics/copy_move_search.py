@@ -2,9 +2,9 @@
 candidate they find verified densely, the confirmed area as the evidence.
 
     image -> area-averaged down to at most ``analysis_pixels`` (never up)
-          -> block matching (edge_app.copy_move): the most voted shifts
-          -> keypoint matching (edge_app.keypoint_copy_move): similarity transforms
-          -> each candidate warped and compared (edge_app.copy_move_verify)
+          -> block matching (edge_app.forensics.copy_move): the most voted shifts
+          -> keypoint matching (edge_app.forensics.keypoint_copy_move): similarity transforms
+          -> each candidate warped and compared (edge_app.forensics.copy_move_verify)
           -> per detector: the largest confirmed area (fraction of the image) and its region
 
 Why a fixed analysis size: the evidence is then the same for a photo and its 4x upscale, and
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_app.copy_move import CopyMove, CopyMoveParams, find_copy_move
-from edge_app.copy_move_verify import Verified, VerifyParams, empty, upscale_mask, verify_all
-from edge_app.keypoint_copy_move import KeypointCopyMove, KeypointParams, find_keypoint_copy_move
+from edge_app.forensics.copy_move import CopyMove, CopyMoveParams, find_copy_move
+from edge_app.forensics.copy_move_verify import Verified, VerifyParams, empty, upscale_mask, verify_all
+from edge_app.forensics.keypoint_copy_move import KeypointCopyMove, KeypointParams, find_keypoint_copy_move
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
