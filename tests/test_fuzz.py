@@ -144,7 +144,7 @@ def still_pipeline(detector, scorer):
 @fuzz_settings(60)
 @given(data=mutated())
 def test_fuzz_the_still_path_never_raises(still_pipeline, tmp_path_factory, data):
-    from edge_app.stills import score_still
+    from edge_app.liveness.stills import score_still
 
     path = tmp_path_factory.mktemp("still") / "fuzz.jpg"
     path.write_bytes(data)

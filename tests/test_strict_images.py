@@ -20,8 +20,8 @@ from PIL import Image
 from edge_app import jpeg_strict
 from edge_app.forensics.errors import ForensicsError
 from edge_app.forensics.loading import open_image
+from edge_app.image_paths import expand_paths, printable
 from edge_app.images import MAX_PIXELS, ImageLoadError, decode, load_rgb
-from edge_app.stills import expand_paths, printable
 
 REPO = Path(__file__).resolve().parents[1]
 PRINT = REPO / "edge_app" / "sample" / "print.jpg"
@@ -125,7 +125,7 @@ def test_corrupt_jpeg_scan_data_is_refused_not_scored(detector, scorer):
     are ordinary, valid JPEGs of a changed picture."""
     from edge_app.config import Config
     from edge_app.pipeline import Pipeline
-    from edge_app.stills import score_still
+    from edge_app.liveness.stills import score_still
 
     original = PRINT.read_bytes()
     assert jpeg_strict.available(), "libturbojpeg is needed for the strict JPEG check"

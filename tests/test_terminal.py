@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_app.annotate import COLOURS
 from edge_app.config import Config, ConfigError, load_config
-from edge_app.liveness.decision_log import DecisionLog, StatusTicker, describe, status_line
-from edge_app.pipeline import Pipeline
 from edge_app.frames.sources import SourceError
 from edge_app.frames.sources.reopen import ReopeningSource
+from edge_app.liveness.annotate import COLOURS
+from edge_app.liveness.decision_log import DecisionLog, StatusTicker, describe, status_line
+from edge_app.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "edge_app" / "sample"

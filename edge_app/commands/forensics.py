@@ -14,7 +14,7 @@ from edge_app.commands import add_common, config_from_args
 from edge_app.forensics.analyzer import load_analyzer
 from edge_app.forensics.check import check_image
 from edge_app.forensics.heatmap import region_mask, render_heatmap
-from edge_app.stills import expand_paths, printable
+from edge_app.image_paths import expand_paths, printable
 from edge_app.tflite_model import ModelError
 
 

@@ -7,10 +7,11 @@ import csv
 import sys
 from pathlib import Path
 
-from edge_app.annotate import AnnotateError, Annotator, Mark, decision_label
 from edge_app.commands import add_common, config_from_args
+from edge_app.image_paths import printable
+from edge_app.liveness.annotate import AnnotateError, Annotator, Mark, decision_label
+from edge_app.liveness.stills import score_stills
 from edge_app.pipeline import load_models
-from edge_app.stills import printable, score_stills
 from edge_app.tflite_model import ModelError
 
 

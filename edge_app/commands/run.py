@@ -9,16 +9,16 @@ import signal
 import threading
 from pathlib import Path
 
-from edge_app.annotate import AnnotateError, Annotator
 from edge_app.commands import add_common, config_from_args, non_negative_float, non_negative_int
-from edge_app.liveness.decision_log import DecisionLog, StatusTicker, status_line
 from edge_app.config import ConfigError
 from edge_app.device.indicator import IndicatorError, open_indicator
-from edge_app.pipeline import Pipeline, load_models
 from edge_app.device.sdnotify import Notifier, Watchdog
 from edge_app.device.snapshots import SnapshotError, SnapshotWriter
 from edge_app.frames.sources import SourceError, open_source
 from edge_app.frames.sources.reopen import ReopeningSource
+from edge_app.liveness.annotate import AnnotateError, Annotator
+from edge_app.liveness.decision_log import DecisionLog, StatusTicker, status_line
+from edge_app.pipeline import Pipeline, load_models
 from edge_app.tflite_model import ModelError
 
 log = logging.getLogger("edge_app.run")
