@@ -16,7 +16,7 @@ decides what enters the score (aggregation, CNN in or out), the test split is re
 Thresholds (``convert.forensics_report``): the copy-move area thresholds are the lowest at
 which the two detectors together flag at most 2% of all calibration authentic photos and at
 most 2.5% of any one kind's (5% of repeated objects and text), at least
-``VerifyParams.min_area``; the CNN (when in the score) flags at most ``CNN_FPR`` of each
+``VerifyParams.min_area``; the CNN (when in the score) flags at most ``forensics_report.CNN_FPR`` of each
 kind's calibration part.
 """
 
@@ -29,7 +29,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse
 import io
 import json
-import math
 import pickle
 import sys
 import time
@@ -37,15 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convert import metrics
 from convert.datasets import REPO
+from convert.forensics_common import log
+from convert.forensics_report import calibrate_and_report
 
 CACHE_ROOT = REPO / ".cache" / "forensics" / "calibration_v1"  # bump when the evidence code changes
-AGGREGATIONS = ("top3", "qtop2", "qtop5", "qtop10", "p95", "p90")
-CNN_FPR = 0.02  # the CNN's share of the false-alarm budget on each kind's calibration part
-AREA_MARGIN = 1.25  # copy-move thresholds sit this factor above the largest calibration area
-
-log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
 
 # --------------------------------------------------------------------------- evidence
@@ -183,76 +178,6 @@ def transformed_copy_records(analyzer, items, n: int = 40) -> list[dict]:
     return _cached(f"transformed_copies_{n}", build)
 
 
-# --------------------------------------------------------------------------- scoring
-
-
-def calibrated_scores(recs: list[dict], params: dict, detectors: tuple[str, ...]) -> np.ndarray:
-    """The device's image score (``ForensicsAnalyzer.decide``) from cached evidence, for a
-    subset of detectors: 'cnn', 'ela', 'block', 'keypoint'."""
-    from edge_app.forensics.scores import aggregate, calibrated, calibrated_prob
-
-    out = np.zeros(len(recs))
-    for i, r in enumerate(recs):
-        parts = [0.0]
-        if "cnn" in detectors:
-            parts.append(float(calibrated_prob(aggregate(r["patch_scores"], params["aggregation"]), params["cnn"])))
-        if "ela" in detectors:
-            raw = aggregate(r["ela_patch"], params["aggregation"])
-            parts.append(calibrated(raw, params["ela"]))
-        if "block" in detectors:
-            parts.append(calibrated(r["block_area"], params["block"]))
-        if "keypoint" in detectors:
-            parts.append(calibrated(r["keypoint_area"], params["keypoint"]))
-        out[i] = max(parts)
-    return out
-
-
-def raw_scores(recs: list[dict], detector: str, aggregation: str) -> np.ndarray:
-    from edge_app.forensics.scores import aggregate
-
-    if detector == "cnn":
-        return np.array([aggregate(r["patch_scores"], aggregation) for r in recs])
-    if detector == "ela":
-        return np.array([aggregate(r["ela_patch"], aggregation) for r in recs])
-    return np.array([r[f"{detector}_area"] for r in recs])
-
-
-def per_kind_threshold(values_by_kind: dict[str, np.ndarray], fpr: float) -> float:
-    """The lowest threshold at which no kind's calibration part is flagged (>=) above ``fpr``."""
-    t = 0.0
-    for v in values_by_kind.values():
-        s = np.sort(v)[::-1]
-        k = int(math.floor(fpr * len(s)))  # this many may be flagged
-        if k < len(s):
-            t = max(t, float(s[k]) + 1e-9)
-    return t
-
-
-def rank_auc(neg, pos) -> float:
-    from convert.evaluate_forensics import rank_auc as auc
-
-    return auc(neg, pos)
-
-
-def bootstrap_auc(neg, pos) -> dict:
-    from convert.evaluate_forensics import bootstrap_auc as b
-
-    return b(neg, pos, n=1000)
-
-
-def prop(k: int, n: int) -> dict:
-    lo, hi = metrics.wilson(k, n)
-    return {"value": round(k / n, 4) if n else None, "k": int(k), "n": int(n), "ci95": [round(lo, 4), round(hi, 4)]}
-
-
-def fmt_prop(p: dict) -> str:
-    return "n/a" if p["value"] is None else f"{p['value']:.3f} [{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}] ({p['k']}/{p['n']})"
-
-
-def fmt_auc(a: dict) -> str:
-    return f"{a['auc']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
-
-
 # --------------------------------------------------------------------------- main
 
 PROVISIONAL = {"cnn": {"in_score": True, "aggregation": "qtop5", "threshold": 0.9},
@@ -323,8 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     recs = all_records(analyzer, args.limit_val, args.limit_test)
     if args.evidence_only:
         return 0
-    from convert.forensics_report import calibrate_and_report
-
     bench = json.loads(args.bench.read_text()) if args.bench else None
     checked = recheck(analyzer, recs["authentic"], args.recheck) if args.recheck else None
     if checked:

@@ -1,5 +1,5 @@
-"""Statistics for the forensics reports: rank AUC with bootstrap intervals, proportions with
-Wilson intervals, image-level figures at a threshold, pixel-level figures.
+"""Figures for the forensics reports: image-level figures at a threshold, pixel-level figures
+(rank AUC, bootstrap intervals and Wilson proportions from ``convert.forensics_common``).
 
 Until v0.4.0 this module also calibrated the CNN's scoring on CASIA v1 and wrote the report
 (now ``models/reports/forensics_v0.4.0.md``; the code is in the git history). Since v0.5.0
@@ -16,44 +16,10 @@ import math
 
 import numpy as np
 
-from convert import metrics
-
-BOOTSTRAP = 2000
-SEED = 4321
+from convert.forensics_common import BOOTSTRAP, BOOTSTRAP_SEED as SEED, bootstrap_auc, prop, rank_auc
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def rank_auc(neg, pos) -> float:
-    """P(score of a positive > score of a negative), ties half (Mann-Whitney), O(n log n)."""
-    neg = np.asarray(neg, np.float64).ravel()
-    pos = np.asarray(pos, np.float64).ravel()
-    if len(neg) == 0 or len(pos) == 0:
-        return float("nan")
-    allv = np.concatenate([neg, pos])
-    order = np.argsort(allv, kind="mergesort")
-    sorted_v = allv[order]
-    _, first, counts = np.unique(sorted_v, return_index=True, return_counts=True)
-    ranks = np.empty(len(allv), np.float64)
-    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
-    r_pos = ranks[len(neg):].sum()
-    return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def bootstrap_auc(neg, pos, n: int = BOOTSTRAP, seed: int = SEED) -> dict:
-    """AUC with a 95% percentile interval from resampling each class with replacement."""
-    neg, pos = np.asarray(neg), np.asarray(pos)
-    rng = np.random.default_rng(seed)
-    vals = [rank_auc(neg[rng.integers(len(neg), size=len(neg))], pos[rng.integers(len(pos), size=len(pos))])
-            for _ in range(n)] if len(neg) and len(pos) else [float("nan")]
-    return {"auc": round(rank_auc(neg, pos), 4), "ci95": [round(float(np.percentile(vals, 2.5)), 4),
-            round(float(np.percentile(vals, 97.5)), 4)], "n_neg": int(len(neg)), "n_pos": int(len(pos))}
-
-
-def _prop(k: int, n: int) -> dict:
-    lo, hi = metrics.wilson(k, n)
-    return {"value": round(k / n, 4) if n else None, "k": int(k), "n": int(n), "ci95": [round(lo, 4), round(hi, 4)]}
 
 
 def _f1(tp, fp, fn) -> float:
@@ -77,10 +43,10 @@ def image_figures(scores: np.ndarray, labels: np.ndarray, threshold: float, seed
         "n": int(len(scores)), "manipulated": int(pos.sum()), "authentic": int(neg.sum()),
         "threshold": round(float(threshold), 4),
         "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
-        "accuracy": _prop(tp + tn, len(scores)),
-        "precision": _prop(tp, tp + fp),
-        "recall": _prop(tp, tp + fn),
-        "specificity": _prop(tn, tn + fp),
+        "accuracy": prop(tp + tn, len(scores)),
+        "precision": prop(tp, tp + fp),
+        "recall": prop(tp, tp + fn),
+        "specificity": prop(tn, tn + fp),
         "f1": {"value": round(_f1(tp, fp, fn), 4), "ci95": [round(float(np.percentile(f1s, 2.5)), 4),
                                                            round(float(np.percentile(f1s, 97.5)), 4)]},
         "roc_auc": bootstrap_auc(scores[neg], scores[pos], seed=seed),

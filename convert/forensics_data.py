@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, JpegImagePlugin
 
 from convert.datasets import REPO, datasets_root
+from convert.forensics_common import RECOMPRESS_QUALITY, SPLIT_SEED
 from edge_app.forensics.copy_move import find_copy_move
 from edge_app.forensics.features import FEATURES, prepare
 from edge_app.forensics.jpeg_quality import estimate_jpeg_quality
@@ -52,7 +53,6 @@ from edge_app.forensics.keypoint_copy_move import find_keypoint_copy_move
 DATASET = "casia1"
 CACHE = REPO / ".cache" / "forensics"
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
-SPLIT_SEED = 20240601
 CACHE_VERSION = 5  # bump when the cached content changes (4: copy-move result in extra; 5: keypoint copy-move)
 
 _NAME = re.compile(r"^Sp_([DS])_([A-Z]{3})_([A-Z])_([a-z]{3})(\d{4})_([a-z]{3})(\d{4})[_.](\d{4})$")
@@ -519,10 +519,8 @@ def lossless_selfmade_set(items: list[Item], split: str, q: int, seed: int = 11)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quality", type=int, default=None, help="recompression quality (default: train_forensics')")
+    parser.add_argument("--quality", type=int, default=None, help="recompression quality (default: forensics_common.RECOMPRESS_QUALITY)")
     args = parser.parse_args(argv)
-    from convert.train_forensics import RECOMPRESS_QUALITY
-
     q = args.quality or RECOMPRESS_QUALITY
     # run through the imported module, not __main__, so cached pickles name
     # convert.forensics_data.Sample

@@ -1,5 +1,6 @@
 """Thresholds, ablation and the report for ``edge-app forensics``, from the cached evidence
-of ``convert.calibrate_forensics`` (which calls ``calibrate_and_report``)."""
+of ``convert.calibrate_forensics`` (which calls ``calibrate_and_report``), and the scoring of
+cached evidence the thresholds are chosen by."""
 
 from __future__ import annotations
 
@@ -10,14 +11,63 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.calibrate_forensics import (AGGREGATIONS, AREA_MARGIN, CNN_FPR, bootstrap_auc, calibrated_scores, fmt_auc,
-                                         fmt_prop, log, per_kind_threshold, prop, rank_auc, raw_scores)
+from convert.forensics_common import bootstrap_auc as _bootstrap_auc, fmt_auc, fmt_prop, log, prop, rank_auc
 from edge_app.tflite_model import write_metadata
 
 VERSION = "0.5.0"
+AGGREGATIONS = ("top3", "qtop2", "qtop5", "qtop10", "p95", "p90")
+CNN_FPR = 0.02  # the CNN's share of the false-alarm budget on each kind's calibration part
+AREA_MARGIN = 1.25  # copy-move thresholds sit this factor above the largest calibration area
+REPORT_BOOTSTRAP = 1000  # resamples of the report's AUC intervals
 SIZE_INVARIANT = tuple(a for a in AGGREGATIONS if a.startswith(("qtop", "p")))
 KIND_ORDER = ("camera", "phone_web", "lossless", "repeated_text", "flat", "large")
 TARGET = {"camera": 0.05, "phone_web": 0.05, "repeated_text": 0.10}
+
+
+def calibrated_scores(recs: list[dict], params: dict, detectors: tuple[str, ...]) -> np.ndarray:
+    """The device's image score (``ForensicsAnalyzer.decide``) from cached evidence, for a
+    subset of detectors: 'cnn', 'ela', 'block', 'keypoint'."""
+    from edge_app.forensics.scores import aggregate, calibrated, calibrated_prob
+
+    out = np.zeros(len(recs))
+    for i, r in enumerate(recs):
+        parts = [0.0]
+        if "cnn" in detectors:
+            parts.append(float(calibrated_prob(aggregate(r["patch_scores"], params["aggregation"]), params["cnn"])))
+        if "ela" in detectors:
+            raw = aggregate(r["ela_patch"], params["aggregation"])
+            parts.append(calibrated(raw, params["ela"]))
+        if "block" in detectors:
+            parts.append(calibrated(r["block_area"], params["block"]))
+        if "keypoint" in detectors:
+            parts.append(calibrated(r["keypoint_area"], params["keypoint"]))
+        out[i] = max(parts)
+    return out
+
+
+def raw_scores(recs: list[dict], detector: str, aggregation: str) -> np.ndarray:
+    from edge_app.forensics.scores import aggregate
+
+    if detector == "cnn":
+        return np.array([aggregate(r["patch_scores"], aggregation) for r in recs])
+    if detector == "ela":
+        return np.array([aggregate(r["ela_patch"], aggregation) for r in recs])
+    return np.array([r[f"{detector}_area"] for r in recs])
+
+
+def per_kind_threshold(values_by_kind: dict[str, np.ndarray], fpr: float) -> float:
+    """The lowest threshold at which no kind's calibration part is flagged (>=) above ``fpr``."""
+    t = 0.0
+    for v in values_by_kind.values():
+        s = np.sort(v)[::-1]
+        k = int(math.floor(fpr * len(s)))  # this many may be flagged
+        if k < len(s):
+            t = max(t, float(s[k]) + 1e-9)
+    return t
+
+
+def bootstrap_auc(neg, pos) -> dict:
+    return _bootstrap_auc(neg, pos, n=REPORT_BOOTSTRAP)
 
 
 def _ok(recs):

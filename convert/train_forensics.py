@@ -5,12 +5,13 @@ float32 and int8 TFLite, then calibrate on val and write the report on test.
     python -m convert.train_forensics --no-evaluate   # train + export only
     python -m convert.calibrate_forensics             # calibrate + report for the shipped model
 
-Inputs are the device's own features (``edge_app.forensics.features.prepare``): every image is
-re-encoded at JPEG quality ``RECOMPRESS_QUALITY`` first (CASIA v1 saved authentic and
-tampered images at different qualities; see ``convert/forensics_data.py``), then ELA
-(q90, 3 channels) and the wavelet noise residual of the luma (1 channel). Since v0.2.0 each
-channel is then made relative to the image itself (``edge_app.forensics.features.relative_features``:
-divided by the image's own median 8x8-block level), so a region whose compression/noise
+Inputs are the device's own features (``edge_app.forensics.features.prepare``): every
+image is re-encoded at JPEG quality ``RECOMPRESS_QUALITY`` (``convert.forensics_common``)
+first (CASIA v1 saved authentic and tampered images at different qualities; see
+``convert/forensics_data.py``), then ELA (q90, 3 channels) and the wavelet noise residual of
+the luma (1 channel). Since v0.2.0 each channel is then made relative to the image itself
+(``edge_app.forensics.features.relative_features``: divided by the image's own median
+8x8-block level), so a region whose compression/noise
 statistics differ from the rest of the same image stands out and a level the whole image
 shares divides away (``--absolute`` trains on the v0.1.0 input). Candidates and their
 validation figures: ``models/reports/forensics_candidates.md``.
@@ -37,15 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from convert.datasets import REPO
+from convert.forensics_common import RECOMPRESS_QUALITY, SPLIT_SEED, rank_auc
 
 NAME = "forensics_cnn"
 VERSION = "0.4.0"  # 0.3.0: + block copy-move evidence (edge_app.forensics.copy_move); 0.4.0: + keypoint copy-move
-# One last JPEG step at the same quality for every image, high enough to keep the traces of
-# earlier edits: on validation patches q95 gave AUC 0.76 after 3 epochs where q70 (below every
-# CASIA source quality) gave 0.66 after 4. Whether the model then reads the source quality
-# is tested directly (authentic images re-saved with tampered images' tables, in training as
-# negatives and in the report as a test).
-RECOMPRESS_QUALITY = 95
 PATCH = 64
 STRIDE = 32
 POS_COVERAGE = 0.10  # share of a patch inside the mask to count it as manipulated
@@ -138,8 +134,6 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _auc(neg: np.ndarray, pos: np.ndarray) -> float:
-    from convert.evaluate_forensics import rank_auc
-
     return rank_auc(neg, pos)
 
 
@@ -209,7 +203,6 @@ def train(args) -> tuple:
 
 
 def export(model, sampler, rng, info: dict, args) -> None:
-    from convert.forensics_data import SPLIT_SEED
     from convert.tflite_export import to_float_tflite, to_int8_tflite, write_model
     from edge_app.forensics.analyzer import TASK
     from edge_app.forensics.features import FEATURES
