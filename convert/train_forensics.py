@@ -229,7 +229,7 @@ def export(model, sampler, rng, info: dict, args) -> None:
                 "wavelet_residual_luma": "r = edge_app.features.wavelet.noise_residual_normalized(luma, 'db4', 3) "
                                          "(clip(residual / 16, -1, 1)), then sign(r) * sqrt(|r|); "
                                          "luma = 0.299 R + 0.587 G + 0.114 B",
-                "code": "edge_app.forensics.prepare",
+                "code": "edge_app.forensics.features.prepare",
                 **({"relative": "then every channel divided by its factor (ELA 8, residual 4) times the image's own "
                                 "level (median over the image's 8x8 blocks of the block-mean |value|; floors 0.004 "
                                 "ELA, 0.01 residual) and clipped to [-1, 1]: edge_app.forensics.relative_features, "

@@ -22,15 +22,17 @@ The teacher's first stages (to the end of ``FROZEN_UNTIL``, 10x10x128) keep thei
 frozen part's output is computed once per crop and cached, so a fold trains in minutes on a CPU.
 
 Domains: ``CALIBRATION`` (Kaggle's phone captures) never trains any model; the shipped threshold
-is chosen on it (its equal-error point, ``calibration_threshold``). Every other domain trains the shipped models; a fold
-of ``--loso`` holds one of them out entirely, trains on the rest, and scores the held-out domain
-at the threshold chosen on the calibration domain by that fold's own models. Within the training
-domains a tenth of the people or videos (``VAL_FRACTION``) is kept for validation: it picks the
-fusion weights, never a threshold.
+is its equal-error point (``calibration_threshold``). Every other domain trains the shipped
+models; a fold of ``--loso`` holds one of them out entirely, trains on the rest, and scores the
+held-out domain at the threshold chosen on the calibration domain by that fold's own models.
+Within the training domains a tenth of the people or videos (``VAL_FRACTION``) is kept for
+validation: it picks the fusion weights and chose ``CONSISTENCY``, never a threshold.
 
 Each training step draws a balanced batch: every (domain, label) cell weighs the square root of
-its size, lives and attacks weigh the same; each sample at one of its framings at random, flipped
-half the time, with gain/offset jitter. Everything is seeded; the same command on a CPU gives the
+its size, lives and attacks weigh the same. Each picture comes in two of its three framings, and
+the loss adds ``CONSISTENCY`` x the squared gap between their logits (``paired_loss``): where the
+face sits in the frame is not evidence. The frozen trunk's output is cached, so there is no pixel
+augmentation. Everything is seeded; the same command on a CPU gives the
 same models (TF op determinism).
 """
 
@@ -65,11 +67,11 @@ TEACHER_WEIGHT = 0.1  # target = (1 - w) * label + w * the teacher's own P(live)
 LOSO_DIR = REPO / "runs" / "loso"
 THRESHOLD_RULE = (f"equal-error point (APCER = BPCER, lives and attacks weighted equally) on the {CALIBRATION} phone "
                   "captures, which trained no model")
-FROZEN_UNTIL = "conv_34_project"
+FROZEN_UNTIL = "conv_34_project"  # the teacher's first stages stay as trained; the rest is fine-tuned
 # Weight of the squared logit gap between two framings of the same picture (paired_loss). Chosen on
 # the validation people of the training sources with the CNN, 1,000 steps (flips view vs camera
 # frame / ROC AUC): 0 -> 7.1% / 0.988, 0.3 -> 5.5% / 0.983, 1.0 -> 10.4% / 0.967.
-CONSISTENCY = 0.3  # the teacher's first stages stay as trained; the rest is fine-tuned
+CONSISTENCY = 0.3
 
 MODELS = {
     "liveness_cnn": {"kind": "v2", "scale": 2.7, "features": ["rgb"], "steps": 1000, "lr": 5e-4,
@@ -138,15 +140,6 @@ def model_inputs(crops_uint8: np.ndarray, features: list[str]) -> np.ndarray:
     from edge_app.features.inputs import model_input
 
     return np.concatenate([model_input(c, features) for c in crops_uint8])
-
-
-def augment(x: np.ndarray, features: list[str], rng: np.random.Generator) -> np.ndarray:
-    flip = rng.random(len(x)) < 0.5
-    x[flip] = x[flip, :, ::-1]
-    gain = rng.uniform(0.8, 1.2, (len(x), 1, 1, 1)).astype(np.float32)
-    bias = rng.uniform(-0.06, 0.06, (len(x), 1, 1, 1)).astype(np.float32)
-    x[..., :3] = np.clip(x[..., :3] * gain + bias, 0.0, 1.0)
-    return x
 
 
 # ----------------------------------------------------------------------------- models
