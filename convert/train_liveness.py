@@ -68,9 +68,10 @@ LOSO_DIR = REPO / "runs" / "loso"
 THRESHOLD_RULE = (f"equal-error point (APCER = BPCER, lives and attacks weighted equally) on the {CALIBRATION} phone "
                   "captures, which trained no model")
 FROZEN_UNTIL = "conv_34_project"  # the teacher's first stages stay as trained; the rest is fine-tuned
-# Weight of the squared logit gap between two framings of the same picture (paired_loss). Chosen on
-# the validation people of the training sources with the CNN, 1,000 steps (flips view vs camera
-# frame / ROC AUC): 0 -> 7.1% / 0.988, 0.3 -> 5.5% / 0.983, 1.0 -> 10.4% / 0.967.
+# Weight of the squared logit gap between two framings of the same picture (paired_loss), chosen by
+# ``python -m convert.choose_consistency liveness_cnn 0 0.3 1.0`` on the validation people of the
+# training sources (flips view vs camera frame / ROC AUC): 0 -> 7.1% / 0.988, 0.3 -> 5.5% / 0.983,
+# 1.0 -> 10.4% / 0.967. On held-out sources it cost 0.03-0.05 AUC on three of four (models/reports/liveness.md).
 CONSISTENCY = 0.3
 
 MODELS = {
