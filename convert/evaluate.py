@@ -352,8 +352,8 @@ def write_report(path: Path, folds: dict, ablation: dict, ablation_base: dict, p
         add("v0.3.0 trained each picture at one framing at a time. v0.4.0 also penalises the squared gap between the logits "
             "of two framings of the same picture (`convert.train_liveness.paired_loss`). Its weight, 0.3, was chosen on "
             "the validation people of the training sources, not on these tables. Both versions are judged here by the "
-            f"v0.4.0 threshold rule (equal-error point of `{CALIBRATION}`). A source absent from the headline has only "
-            "its v0.3.0 fold: this session had time to retrain four folds.\n")
+            f"v0.4.0 threshold rule (equal-error point of `{CALIBRATION}`)."
+            + (" A source absent from the headline has only its v0.3.0 fold." if set(previous) - set(folds) else "") + "\n")
         add(f"The last two columns score the same folds' models on `{CALIBRATION}`: phone captures that neither "
             "version trained on, the kind of picture the independent sets hold. The threshold is set on them, so only "
             "their ranking (AUC) is shown.\n")
