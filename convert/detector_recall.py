@@ -37,20 +37,12 @@ from convert.datasets import datasets_root
 from edge_app.config import Config
 from edge_app.frames.detector import CLOSEUP_ZOOM_OUT, Face, load_detector, short_range_trusted
 from edge_app.frames.sources.sample import sample_image
+from edge_app.liveness.decision import iou
 
 FRAME_W, FRAME_H = 1280, 720
 FRACTIONS = (0.05, 0.06, 0.07, 0.08, 0.10, 0.125, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50, 0.60, 0.80, 1.00)
 CONFIGS = ("short", "full", "both", "short+retry", "full+retry", "both+retry")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _box_iou(a, b) -> float:
-    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
-    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def photos(datasets: Path, per_source: int) -> list[tuple[str, str, np.ndarray]]:
@@ -115,7 +107,7 @@ def compose(rgb: np.ndarray, ref, fraction: float, background: Image.Image, seed
 
 
 def found(faces: list[Face], expected) -> bool:
-    return any(_box_iou((f.x, f.y, f.w, f.h), expected) >= 0.3 for f in faces)
+    return any(iou((f.x, f.y, f.w, f.h), expected) >= 0.3 for f in faces)
 
 
 def configs_for(short, full, frame: np.ndarray) -> dict[str, list[Face]]:

@@ -71,7 +71,8 @@ FROZEN_UNTIL = "conv_34_project"  # the teacher's first stages stay as trained; 
 # Weight of the squared logit gap between two framings of the same picture (paired_loss), chosen by
 # ``python -m convert.choose_consistency liveness_cnn 0 0.3 1.0`` on the validation people of the
 # training sources (flips view vs camera frame / ROC AUC): 0 -> 7.1% / 0.988, 0.3 -> 5.5% / 0.983,
-# 1.0 -> 10.4% / 0.967. On held-out sources it cost 0.03-0.05 AUC on three of four (models/reports/liveness.md).
+# 1.0 -> 10.4% / 0.967. On the held-out sources it moved AUC both ways: down on four of seven, up on three
+# (models/reports/liveness.md, v0.3.0 beside v0.4.0).
 CONSISTENCY = 0.3
 
 MODELS = {
@@ -370,8 +371,7 @@ def fuse_and_calibrate(fold: dict, crops: pad_data.Crops, names: list[str]) -> d
     threshold = calibration_threshold(cal, cal_idx, crops)
     live = cal[crops.label[cal_idx] == 1]
     return {"weights": dict(zip(names, map(float, weights))), "bias": bias, "threshold": threshold, "fuse": fuse,
-            "cal_live_n": int(len(live)), "cal_attack_n": int(len(cal) - len(live)),
-            "threshold_pool_eer": calibration_threshold(np.r_[val, cal], np.r_[val_idx, cal_idx], crops),
+            "cal_live_n": int(len(live)),
             "threshold_calibration_bpcer5": metrics.threshold_for_bpcer(live, TARGET_BPCER)}
 
 

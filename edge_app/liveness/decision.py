@@ -90,7 +90,7 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1 - p)))
 
 
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
     ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
     iw = max(0, min(ax2, bx2) - max(a[0], b[0]))
     ih = max(0, min(ay2, by2) - max(a[1], b[1]))
