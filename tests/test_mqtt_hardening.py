@@ -194,7 +194,7 @@ def test_a_full_disk_keeps_order_counts_and_logs_drops(mosquitto, publishers, ca
     broker = mosquitto(port=port)
     sub = Subscriber(broker, [f"{BASE}/events"]).start()
     expected = [e["event_id"] for e in spooled + in_memory[extra:]]
-    got = sub.wait_for(lambda ms: len(ids_in_order(ms)) >= len(expected), what="every kept event", timeout=20)
+    got = sub.wait_for(lambda ms: len(ids_in_order(ms)) >= len(expected), what="every kept event", timeout=60)
     sub.stop()
     assert [e["event_id"] for e in ids_in_order(got)] == expected  # in order: spool first, then memory
 
