@@ -11,7 +11,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker import Subscriber, broker, mosquitto  # noqa: F401  (fixtures)
+from broker import Subscriber, TcpProxy, broker, mosquitto  # noqa: F401  (fixtures)
 from edge_app.config import ConfigError, MqttConfig
 from edge_app.hub.publisher import MEMORY_EVENTS, MqttPublisher
 from edge_app.hub.spool import Spool
@@ -128,17 +128,36 @@ def fill_disk(spool: Spool) -> None:
     disk is full"), exactly as on a full SD card, without filling this machine's disk."""
     import sqlite3
 
+    def fill(insert: str) -> None:
+        for size in (4096, 256, 16):  # then the free space left, down to a few bytes
+            try:
+                while True:
+                    db.execute(insert, (size,))
+            except sqlite3.OperationalError:
+                pass
+
     with spool._lock:
         db = spool._db
+        # a handful of events: one leaf page, which the filler rows below can reach
+        assert db.execute("SELECT count(*) FROM events").fetchone()[0] <= 5
         db.execute("CREATE TABLE IF NOT EXISTS filler (x BLOB)")
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         db.execute(f"PRAGMA max_page_count = {pages}")
-        for size in (4096, 256, 16):  # then the free space left in the file's pages, down to a few bytes
-            try:
-                while True:
-                    db.execute("INSERT INTO filler VALUES (zeroblob(?))", (size,))
-            except sqlite3.OperationalError:
-                pass
+        fill("INSERT INTO filler VALUES (zeroblob(?))")  # the free pages
+        # The events' own page had room for about five more: a batch of a few was stored, a
+        # bigger one was not, so a test depended on how the sender thread happened to batch.
+        # Rows with ids below 1 fill it; the spool never hands them out (pending() reads ids > 0).
+        fill("INSERT INTO events(id, event_id, payload, created) "
+             "VALUES ((SELECT min(coalesce(min(id), 1), 1) - 1 FROM events), 'filler', zeroblob(?), 0)")
+        try:  # no event, a few hundred bytes of JSON, fits any more
+            db.execute("SAVEPOINT probe")
+            db.execute("INSERT INTO events(event_id, payload, created) VALUES ('probe', zeroblob(100), 0)")
+            raise AssertionError("fill_disk left room for an event")
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            if db.in_transaction:  # SQLITE_FULL may already have rolled it back
+                db.execute("ROLLBACK")
 
 
 def free_disk(spool: Spool) -> None:
@@ -168,12 +187,16 @@ def wait(predicate, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_a_full_disk_keeps_order_counts_and_logs_drops(mosquitto, publishers, caplog):
+def test_a_full_disk_keeps_order_counts_and_logs_drops(broker, publishers, caplog):
     """Item 6: the memory fallback dropped the oldest without a count or a log line, logged one
     ERROR per event, and delivered an event out of order."""
     caplog.set_level(logging.INFO)
-    port = closed_port()
-    pub = publishers(down_cfg(port))
+    # The device reaches the broker through a link that is down until the test's subscriber has
+    # subscribed: a non-retained event published before that never reaches the subscriber, and
+    # the device (retrying every 0.3 s) used to win that race now and then on a loaded machine.
+    link = TcpProxy(broker.port)
+    link.cut()
+    pub = publishers(down_cfg(link.port))
     spooled = [make_event(pub, "attack") for _ in range(5)]
     for event in spooled:
         pub.publish_event(event)
@@ -191,11 +214,14 @@ def test_a_full_disk_keeps_order_counts_and_logs_drops(mosquitto, publishers, ca
     assert 1 <= len(errors) <= 3, [r.getMessage() for r in errors]  # rate-limited, not one per event
     assert any("database or disk is full" in r.getMessage() and "held in memory" in r.getMessage() for r in errors)
 
-    broker = mosquitto(port=port)
     sub = Subscriber(broker, [f"{BASE}/events"]).start()
+    link.restore()
     expected = [e["event_id"] for e in spooled + in_memory[extra:]]
-    got = sub.wait_for(lambda ms: len(ids_in_order(ms)) >= len(expected), what="every kept event", timeout=60)
-    sub.stop()
+    try:
+        got = sub.wait_for(lambda ms: len(ids_in_order(ms)) >= len(expected), what="every kept event", timeout=20)
+    finally:
+        sub.stop()
+        link.close()
     assert [e["event_id"] for e in ids_in_order(got)] == expected  # in order: spool first, then memory
 
 
