@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 
 import pytest
@@ -13,7 +14,7 @@ from paho.mqtt.properties import Properties
 
 from broker import Subscriber, TcpProxy, broker, mosquitto  # noqa: F401  (fixtures)
 from edge_app.config import ConfigError, MqttConfig
-from edge_app.hub.publisher import MEMORY_EVENTS, MqttPublisher
+from edge_app.hub.publisher import EVENT_WINDOW, MEMORY_EVENTS, MqttPublisher
 from edge_app.hub.spool import Spool
 from test_mqtt import BASE, DEVICE, ids_in_order, make_cfg, make_event, publishers  # noqa: F401  (fixture)
 
@@ -249,6 +250,42 @@ def test_a_clean_stop_with_a_full_disk_saves_or_names_every_event(tmp_path, publ
         ids = [e["event_id"] for e in events]
         k = len(stored)
         assert k < 40 and stored == ids[:k]
+        lost = [r.getMessage() for r in caplog.records if "lost now" in r.getMessage()]
+        assert len(lost) == 1 and f"{40 - k} lost now" in lost[0]
+        assert all(i in lost[0] for i in ids[k:])
+
+
+@pytest.mark.parametrize("freed", [True, False], ids=["disk-freed-before-stop", "disk-still-full"])
+def test_events_handed_from_memory_stay_counted_until_acknowledged(broker, publishers, tmp_path, caplog, freed):
+    """Memory-held events were forgotten once handed to paho: spool_depth() fell to 0 with nothing
+    acknowledged, the window did not hold them back, and a stop lost them without a word."""
+    caplog.set_level(logging.INFO)
+    pub = publishers(make_cfg(broker), state_dir=tmp_path / "state")
+    assert pub.wait_connected(5)
+    fill_disk(pub.spool)
+    broker.proc.send_signal(signal.SIGSTOP)  # still connected, but nothing is acknowledged
+    try:
+        events = [make_event(pub, "attack") for _ in range(40)]
+        for event in events:
+            pub.publish_event(event)
+        wait(lambda: not pub._incoming and len(pub._memory) <= 40 - EVENT_WINDOW)  # a window handed to paho
+        pub.publish_health({})
+        assert pub.spool_depth() == 40 and json.loads(pub._health_payload)["spool_depth"] == 40
+        assert len(pub._memory) == 40 - EVENT_WINDOW  # and no more than the window
+        if freed:
+            free_disk(pub.spool)
+        pub.stop(timeout=0.5)
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    spool = Spool(tmp_path / "state" / "spool.sqlite3")
+    stored = [row.event_id for row in spool.pending(limit=100)]
+    spool.close()
+    ids = [e["event_id"] for e in events]
+    if freed:
+        assert stored == ids  # the handed ones first: they are the older
+    else:
+        k = len(stored)
+        assert stored == ids[:k]
         lost = [r.getMessage() for r in caplog.records if "lost now" in r.getMessage()]
         assert len(lost) == 1 and f"{40 - k} lost now" in lost[0]
         assert all(i in lost[0] for i in ids[k:])

@@ -5,7 +5,8 @@ Threads, and why there are three (four with the check_image worker of ``hub.comm
   * the camera loop calls publish_event / publish_health: they write the spool (or a field) and
     wake the sender, nothing else, so a dead broker can never stall the camera;
   * the sender thread moves events from the spool to paho, at most EVENT_WINDOW unacknowledged,
-    in spool order, and deletes them from the spool when paho reports the PUBACK;
+    in spool order, and deletes them from the spool when paho reports the PUBACK (events kept
+    in memory while the disk is full go the same way, in the same window, after the spooled ones);
   * paho's network thread (loop_start) connects, reconnects with backoff, and runs the callbacks.
     Its callbacks never take a lock the sender holds while calling paho (paho calls on_publish
     while holding its own message lock): acknowledgements travel through a deque instead.
@@ -106,6 +107,9 @@ class MqttPublisher:
         # (event_id, payload, seq) not in the spool because it could not be written; all newer than
         # every spooled event (while it holds any, new events queue behind it), so order holds
         self._memory: collections.deque = collections.deque()
+        # paho mid -> (event_id, payload, seq): memory-held events handed to paho and not yet
+        # acknowledged. Still undelivered: counted in spool_depth(), in the window, and kept by a stop.
+        self._memory_inflight: dict[int, tuple] = {}
         self._memory_dropped = 0
         self._spool_log = RateLimitedLog(log)
         self._incoming: collections.deque = collections.deque()  # from the camera thread, not yet spooled
@@ -216,7 +220,7 @@ class MqttPublisher:
         # the lock covers the hand-over from the queue to the spool's reservation; it is never
         # held across the commit, and the spool swaps its stored/reserved counts as one
         with self._depth_lock:
-            return len(self._incoming) + len(self._memory) + self.spool.depth()
+            return len(self._incoming) + len(self._memory) + len(self._memory_inflight) + self.spool.depth()
 
     @property
     def connected(self) -> bool:
@@ -237,7 +241,8 @@ class MqttPublisher:
         self._stopped = True
         deadline = time.monotonic() + timeout
         if self._started:
-            while (self._incoming or (self._connected.is_set() and (self.spool.depth() > 0 or self._memory))) \
+            while (self._incoming or (self._connected.is_set() and (self.spool.depth() > 0 or self._memory
+                                                                    or self._memory_inflight))) \
                     and time.monotonic() < deadline:
                 self._wake.set()
                 time.sleep(0.02)
@@ -384,13 +389,13 @@ class MqttPublisher:
                     gen_seen = self._conn_gen
                     # paho re-sends what it had in flight right after this connect; new events
                     # wait until those are acknowledged, or the order would break.
-                    drain_since = time.monotonic() if self._inflight else None
+                    drain_since = time.monotonic() if self._unacked() else None
                 if drain_since is not None:
-                    if not self._inflight:
+                    if not self._unacked():
                         drain_since = None
                     elif time.monotonic() - drain_since > RESEND_STALL_S:
                         log.warning("MQTT: %d re-sent events still unacknowledged after %.0f s; sending newer ones",
-                                    len(self._inflight), RESEND_STALL_S)
+                                    self._unacked(), RESEND_STALL_S)
                         drain_since = None
                     else:
                         continue
@@ -405,37 +410,54 @@ class MqttPublisher:
             batch = []
             while self._incoming:
                 batch.append(self._incoming.popleft())
-            from_memory = len(self._memory)
+            # Events held in memory go first, those paho already has before the rest, and new ones
+            # queue behind them: order holds, in the spool as on the wire.
+            out = list(self._memory_inflight.items())
+            from_memory = len(out) + len(self._memory)
             if from_memory:
-                # events held in memory go first, and new ones queue behind them: order holds
-                self._memory.extend(batch)
-                batch = list(self._memory)
+                batch = [event for _, event in out] + list(self._memory) + batch
+                self._memory_inflight.clear()
                 self._memory.clear()
             if not batch:
                 return
             self.spool.reserve(len(batch))  # still counted while the commit runs
         try:
-            self.spool.put_many(batch, state=batch[-1][1])
-            if from_memory:
-                log.info("spool %s writable again: the %d event(s) kept in memory are now spooled",
-                         self.spool.path, from_memory)
+            rows = self.spool.put_many(batch, state=batch[-1][1])
         except Exception as exc:  # SpoolError (a full disk), the spool closed by stop(), or a bug
-            # Durability is gone, delivery need not be: keep them in memory, bounded, and say so.
-            with self._depth_lock:
-                self._memory.extendleft(reversed(batch))
-                over = len(self._memory) - MEMORY_EVENTS
-                lost = [self._memory.popleft() for _ in range(max(0, over))]
-            self._memory_dropped += len(lost)
-            self._spool_log(logging.ERROR, "%s; %d event(s) held in memory (at most %d) and published from there%s",
-                            exc if isinstance(exc, SpoolError) else f"events not spooled: {exc!r}",
-                            len(self._memory), MEMORY_EVENTS,
-                            f"; {self._memory_dropped} dropped so far (oldest first, counted in spool_dropped)"
-                            if self._memory_dropped else "")
+            self._keep_in_memory(batch, out, exc)
+            return
         finally:
             self.spool.reserve(0)
+        if out:
+            # Paho still has these: from now on they are spooled events in flight, whose PUBACK
+            # deletes the row, and the cursor passes them so they are not handed over twice.
+            self._inflight.update((mid, row) for (mid, _), row in zip(out, rows))
+            self._cursor = max(self._cursor, rows[len(out) - 1])
+        if from_memory:
+            log.info("spool %s writable again: the %d event(s) kept in memory are now spooled",
+                     self.spool.path, from_memory)
+
+    def _keep_in_memory(self, batch: list, out: list, exc: Exception) -> None:
+        """Durability is gone, delivery need not be: keep the batch in memory, bounded, and say so."""
+        with self._depth_lock:
+            self.spool.reserve(0)  # back in memory: no longer counted as about to be stored too
+            self._memory_inflight.update(out)  # still with paho: only the rest counts against the bound
+            self._memory.extendleft(reversed(batch[len(out):]))
+            over = len(self._memory) - MEMORY_EVENTS
+            lost = [self._memory.popleft() for _ in range(max(0, over))]
+        self._memory_dropped += len(lost)
+        self._spool_log(logging.ERROR, "%s; %d event(s) held in memory (at most %d) and published from there%s",
+                        exc if isinstance(exc, SpoolError) else f"events not spooled: {exc!r}",
+                        len(self._memory) + len(self._memory_inflight), MEMORY_EVENTS,
+                        f"; {self._memory_dropped} dropped so far (oldest first, counted in spool_dropped)"
+                        if self._memory_dropped else "")
 
     def _save_memory_at_stop(self) -> None:
         """A clean stop with events still in memory: store what the spool takes, name the rest."""
+        # handed to paho but not acknowledged: the broker may never have had them, and they are
+        # older than the ones not handed yet
+        self._memory.extendleft(reversed(list(self._memory_inflight.values())))
+        self._memory_inflight.clear()
         saved = 0
         while self._memory:
             try:
@@ -457,10 +479,11 @@ class MqttPublisher:
         delivered, refused, why = [], [], ""
         while self._acks:
             mid, reason = self._acks.popleft()
+            failed = reason is not None and getattr(reason, "is_failure", False)
             row = self._inflight.pop(mid, None)
             if row is None:
-                continue  # availability, state, discovery, replies: not spooled
-            if reason is not None and getattr(reason, "is_failure", False):
+                self._memory_acked(mid, reason, failed)
+            elif failed:
                 refused.append(row)
                 why = f"the broker refused them: {reason} (check the ACL for {self.topics.events})"
             else:
@@ -470,18 +493,29 @@ class MqttPublisher:
         if refused:
             self.spool.drop(refused, why)
 
+    def _memory_acked(self, mid: int, reason, failed: bool) -> None:
+        with self._depth_lock:
+            event = self._memory_inflight.pop(mid, None)
+        if event is None:
+            return  # availability, state, discovery, replies: not events
+        if failed:
+            self._memory_dropped += 1  # counted in spool_dropped, as a refused spooled event is
+            log.error("event %s (held in memory) dropped: the broker refused it: %s (check the ACL for %s)",
+                      event[0], reason, self.topics.events)
+        else:
+            self._sent += 1
+
+    def _unacked(self) -> int:
+        return len(self._inflight) + len(self._memory_inflight)
+
     def _hand_events(self) -> None:
-        room = EVENT_WINDOW - len(self._inflight)
+        room = EVENT_WINDOW - self._unacked()
         if room <= 0:
             return
         rows = self.spool.pending(self._cursor, room)
         if not rows:
             # every spooled event is out: the memory-held ones are newer, their turn now
-            while self._memory and room > 0 and self._connected.is_set():
-                with self._depth_lock:
-                    _, payload, _ = self._memory.popleft()
-                self._client.publish(self.topics.events, payload, qos=1)
-                room -= 1
+            self._hand_memory(room)
         for row in rows:
             self._cursor = row.row_id
             try:
@@ -491,6 +525,26 @@ class MqttPublisher:
                 continue
             # If the link dropped just now paho keeps the message and re-sends it on reconnect.
             self._inflight[info.mid] = row.row_id
+
+    def _hand_memory(self, room: int) -> None:
+        """Memory-held events go out like spooled ones: in the window, and remembered until the
+        PUBACK. Forgotten once handed, they left spool_depth() early, were not counted by the
+        window or the re-send drain after a reconnect, and a stop lost them without a word."""
+        while self._memory and room > 0 and self._connected.is_set():
+            event = self._memory[0]  # only this thread takes from the queue
+            try:
+                info = self._client.publish(self.topics.events, event[1], qos=1)
+            except ValueError as exc:  # an oversized payload: it will never go
+                info = None
+                self._memory_dropped += 1
+                log.error("event %s (held in memory) cannot be published and is dropped (%s)", event[0], exc)
+            # not under our lock while paho runs (see the module docstring); moved as one step after
+            with self._depth_lock:
+                self._memory.popleft()
+                if info is not None:
+                    # If the link dropped just now paho keeps the message and re-sends it on reconnect.
+                    self._memory_inflight[info.mid] = event
+            room -= 1
 
     def _publish_retained(self) -> None:
         if self._state_dirty:
