@@ -25,7 +25,7 @@ from convert import train_liveness as tl
 def trial(name: str, weight: float, crops: pad_data.Crops, feats: dict, steps: int) -> dict:
     spec = {**tl.MODELS[name], "consistency": weight}
     train_idx, val_idx = tl.fold_split(crops, None)
-    _, top = tl.train_model(f"{name} consistency {weight:g}", spec, crops, feats, train_idx, steps=steps)
+    _, top, _ = tl.train_model(f"{name} consistency {weight:g}", spec, crops, feats, train_idx, steps=steps)
     y = crops.label[val_idx] == 1
     z = {fr: tl.predict_logits(top, feats[fr][val_idx]) for fr in pad_data.FRAMINGS}
     thr = tl.calibration_threshold(tl.sigmoid(z["view"]), val_idx, crops)

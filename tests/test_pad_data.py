@@ -146,3 +146,24 @@ def test_calibration_threshold_on_a_tiny_pool_is_its_equal_error_score():
     scores = np.array([0.2, 0.8, 0.3, 0.7])  # lives 0.2, 0.8; attacks 0.3, 0.7: at 0.7 APCER = BPCER = 1/2
     crops = SimpleNamespace(label=np.array([1, 1, 0, 0], np.float32), domain=np.array(["a"] * 4))
     assert calibration_threshold(scores, np.arange(4), crops) == 0.7
+
+
+def test_interpolation_runs_from_the_teachers_start_to_the_fine_tuned_weights():
+    from convert.train_liveness import interpolate
+
+    start = [np.zeros((2, 3), np.float32), np.full(4, 2.0, np.float32)]
+    tuned = [np.ones((2, 3), np.float32), np.full(4, 6.0, np.float32)]
+    for a, first, second in ((0.0, 0.0, 2.0), (0.25, 0.25, 3.0), (1.0, 1.0, 6.0)):
+        w = interpolate(start, tuned, a)
+        assert [x.dtype for x in w] == [np.float32, np.float32]
+        np.testing.assert_allclose(w[0], first)
+        np.testing.assert_allclose(w[1], second)
+
+
+def test_interpolation_choice_prefers_the_teacher_within_the_tie_margin():
+    from convert.choose_interpolation import TIE, choose
+
+    row = lambda cal: {"calibration": cal, "validation": 0.99, "held_out": 0.5}  # noqa: E731
+    assert choose({0.0: row(0.90), 0.5: row(0.95), 1.0: row(0.93)}) == 0.5
+    assert choose({0.0: row(0.90), 0.5: row(0.95 - TIE / 2), 1.0: row(0.95)}) == 0.5
+    assert choose({0.25: row(0.96), 0.5: row(0.95), 1.0: row(0.96 + TIE / 2)}) == 0.25
