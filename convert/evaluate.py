@@ -300,7 +300,8 @@ def plots(out_dir: Path, folds: dict) -> list[str]:
 
 
 def write_report(path: Path, folds: dict, ablation: dict, ablation_base: dict, previous: dict, shipped: dict,
-                 crops: pad_data.Crops, pngs: list[str], interpolation: dict | None = None) -> None:
+                 crops: pad_data.Crops, pngs: list[str], interpolation: dict | None = None,
+                 ablation_version: str = PREVIOUS_VERSION) -> None:
     L: list[str] = []
     add = L.append
     add("# Liveness models: evaluation\n")
@@ -425,9 +426,14 @@ def write_report(path: Path, folds: dict, ablation: dict, ablation_base: dict, p
         add("")
     if ablation:
         add("## Ablation: ELA and wavelet channels in the CNN\n")
-        add("Run on the v0.3.0 folds (without the consistency loss): same folds, same steps, same seed; the CNN takes "
-            "RGB + ELA + wavelet residual (9 channels, the extra channels of the first convolution start at zero) "
-            "instead of RGB alone.\n")
+        current = ablation_version == f"v{VERSION}"
+        add(f"Run on the {ablation_version} folds" + (" (the headline's models)" if current else
+                                                      " (without the consistency loss)")
+            + ": same folds, same steps, same seed; the CNN takes RGB + ELA + wavelet residual (9 channels, the extra "
+            "channels of the first convolution start at zero) instead of RGB alone"
+            + (", and is fused with the fold's own attention model." if current else ".")
+            + (" The v0.3.0 run (commit 014ed1a) moved the fused AUC by -0.004 to +0.004 on the same four sources."
+               if current else "") + "\n")
         add("| held-out source | CNN rgb AUC | CNN +ELA+wavelet AUC | fused (rgb CNN) AUC | fused (+ELA+wavelet CNN) AUC |")
         add("|---|---|---|---|---|")
         for dom in ablation:
@@ -496,9 +502,18 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted(args.loso_dir.glob("*.npz")):
         if not path.stem.endswith("_ablation"):
             folds[path.stem] = fold_figures(path, crops)
+    # this version's ablation (train_liveness --loso --ablation[-only] writes <dom>_ablation.npz beside the
+    # folds) comes first; the previous version's is the fallback
+    for path in sorted(args.loso_dir.glob("*_ablation.npz")):
+        dom = path.stem.replace("_ablation", "")
+        ablation[dom] = fold_figures(path, crops, peer_framings=False)
+        ablation_base[dom] = fold_figures(args.loso_dir / f"{dom}.npz", crops, peer_framings=False)
+    ablation_version = f"v{VERSION}" if ablation else PREVIOUS_VERSION
     for path in sorted(args.previous_dir.glob("*.npz")) if args.previous_dir.is_dir() else []:
         dom = path.stem.replace("_ablation", "")
         if path.stem.endswith("_ablation"):
+            if ablation_version != PREVIOUS_VERSION:
+                continue
             ablation[dom] = fold_figures(path, crops, peer_framings=False)
             ablation_base[dom] = fold_figures(args.previous_dir / f"{dom}.npz", crops, peer_framings=False)
         else:
@@ -517,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     pngs = plots(args.out, folds)
     write_report(args.out / "liveness.md", folds, ablation, ablation_base, previous, shipped, crops, pngs,
-                 interpolation_table(args.alpha_dir, crops))
+                 interpolation_table(args.alpha_dir, crops), ablation_version)
     summary = {dom: {"ROC_AUC": f["ours"]["ROC_AUC"], "peer_ROC_AUC": f["peer"]["ROC_AUC"], "APCER": f["ours"]["APCER"],
                      "BPCER": f["ours"]["BPCER"], "ACER": f["ours"]["ACER"], "peer_ACER": f["peer"]["ACER"],
                      "framing_flips": f["framing_flips"], "n_live": f["n_live"], "n_attack": f["n_attack"]}
