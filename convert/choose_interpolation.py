@@ -45,22 +45,24 @@ def choose(table: dict[float, dict[str, float]]) -> float:
     return min(a for a, v in table.items() if v["calibration"] >= best - TIE)
 
 
+def alpha_table(alpha_dir: Path, crops: pad_data.Crops) -> tuple[dict, dict]:
+    """({alpha: mean AUCs}, {alpha: {held-out source: AUCs}}) of the folds under ``alpha_dir``; empty without any."""
+    dirs = sorted((d for d in alpha_dir.glob("*") if d.is_dir()), key=lambda d: float(d.name)) if alpha_dir.is_dir() else []
+    folds = {float(d.name): {p.stem: fold_aucs(p, crops) for p in sorted(d.glob("*.npz"))} for d in dirs}
+    table = {a: {k: float(np.nanmean([f[k] for f in per.values()])) for k in ("calibration", "validation", "held_out")}
+             for a, per in folds.items()}
+    return table, folds
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m convert.choose_interpolation", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=tl.alpha_dir(0).parent, help="folder of the per-alpha folds")
     args = ap.parse_args(argv)
-    dirs = sorted((d for d in args.dir.glob("*") if d.is_dir()), key=lambda d: float(d.name))
-    if not dirs:
+    if not any(d.is_dir() for d in args.dir.glob("*")):
         print(f"{args.dir}: no folds (run python -m convert.train_liveness --loso --alphas ...)", file=sys.stderr)
         return 1
-    crops = pad_data.Crops()
-    table, folds = {}, {}
-    for d in dirs:
-        per_fold = {p.stem: fold_aucs(p, crops) for p in sorted(d.glob("*.npz"))}
-        folds[float(d.name)] = per_fold
-        table[float(d.name)] = {k: float(np.nanmean([f[k] for f in per_fold.values()]))
-                                for k in ("calibration", "validation", "held_out")}
+    table, folds = alpha_table(args.dir, pad_data.Crops())
     doms = sorted(set.intersection(*(set(f) for f in folds.values())))
     print(f"alpha | mean {tl.CALIBRATION} AUC (chooses) | mean validation AUC | mean held-out AUC | "
           + " | ".join(doms))

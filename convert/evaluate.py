@@ -144,13 +144,9 @@ def interpolation_table(alpha_dir: Path, crops: pad_data.Crops) -> dict | None:
     """Mean and per-fold fused ROC AUCs at every alpha tried, and the alpha the chooser's rule picks."""
     from convert import choose_interpolation
 
-    dirs = sorted((d for d in alpha_dir.glob("*") if d.is_dir()), key=lambda d: float(d.name)) if alpha_dir.is_dir() else []
-    if not dirs:
+    table, folds = choose_interpolation.alpha_table(alpha_dir, crops)
+    if not table:
         return None
-    folds = {float(d.name): {p.stem: choose_interpolation.fold_aucs(p, crops) for p in sorted(d.glob("*.npz"))}
-             for d in dirs}
-    table = {a: {k: float(np.nanmean([f[k] for f in per.values()])) for k in ("calibration", "validation", "held_out")}
-             for a, per in folds.items()}
     return {"table": table, "folds": folds, "chosen": choose_interpolation.choose(table),
             "domains": sorted(set.intersection(*(set(f) for f in folds.values())))}
 
