@@ -347,6 +347,7 @@ def run_fold(crops: pad_data.Crops, held_out: str | None, specs: dict, steps: in
                 z[f"test_{fr}"] = predict_logits(top, feats[fr][test_idx], raw(fr, test_idx), f)
             return z
 
+        shipped = spec.get("interpolation", 1.0)
         fully = {**spec, "interpolation": 1.0}
         model, top, start = train_model(f"{name} without {held_out}", fully if alphas else spec, crops, feats,
                                         train_idx, steps=steps)
@@ -355,8 +356,9 @@ def run_fold(crops: pad_data.Crops, held_out: str | None, specs: dict, steps: in
             for a in alphas:
                 top.set_weights(interpolate(start, tuned, a))
                 out["by_alpha"][a][name] = scores(top)
-            top.set_weights(interpolate(start, tuned, spec.get("interpolation", 1.0)))
-        out["logits"][name] = scores(top)
+            top.set_weights(interpolate(start, tuned, shipped))
+        # the shipped interpolation is usually among the alphas tried: its logits are already there
+        out["logits"][name] = out["by_alpha"][shipped][name] if shipped in out["by_alpha"] else scores(top)
         out["models"][name] = model
         print(f"[{name} without {held_out}] trained and scored in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     return out
