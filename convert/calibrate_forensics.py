@@ -5,7 +5,7 @@ and write the report and the thresholds into the model's metadata.
 
 Every image goes through the device's own code (``edge_app.forensics.loading.open_image`` with its
 size guard, then ``ForensicsAnalyzer.evidence``): each detector's raw measurement is cached
-per image under ``.cache/forensics/calibration_v1/<model sha256>/``, so thresholds and the report can be
+per image under ``.cache/forensics/calibration_v2/<model sha256>/``, so thresholds and the report can be
 recomputed without rescoring.
 
 Roles: authentic images are split into a ``cal`` part (thresholds) and a ``test`` part
@@ -40,7 +40,7 @@ from convert.datasets import REPO
 from convert.forensics_common import log
 from convert.forensics_report import calibrate_and_report
 
-CACHE_ROOT = REPO / ".cache" / "forensics" / "calibration_v1"  # bump when the evidence code changes
+CACHE_ROOT = REPO / ".cache" / "forensics" / "calibration_v2"  # bump when the evidence code changes
 
 
 # --------------------------------------------------------------------------- evidence
@@ -104,6 +104,16 @@ def _jpeg_like(rgb: np.ndarray, hist: dict) -> bytes:
     return save_like(rgb, hist)
 
 
+def textured_share(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the copy's pixels textured enough for copy-move verification to count them
+    (local std >= ``VerifyParams.min_texture``): a copy of flat sky or wall is not claimed."""
+    from edge_app.forensics.copy_move_verify import VerifyParams, _local_std
+
+    p = VerifyParams()
+    std = _local_std(rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32), p.window)
+    return round(float((std[mask] >= p.min_texture).mean()), 3) if mask.any() else 0.0
+
+
 def selfmade_records(analyzer, items, split: str, limit: int) -> list[dict]:
     """Self-made splices and copy-moves with same-table authentic controls (CASIA ``split``)."""
     from convert import forensics_data as fd
@@ -113,11 +123,13 @@ def selfmade_records(analyzer, items, split: str, limit: int) -> list[dict]:
         au = [i for i in items if i.split == split and i.label == 0][:limit]
         hists = fd._histories(items, split)
         out = []
-        for it, target, kind, img, mask, info in fd._manipulations(au, fd.load_rgb, rng):
+        for it, target, kind, img, mask, info in fd._manipulations(au, fd.load_rgb, rng, separate=True):
             hist = hists[int(rng.integers(len(hists)))]
             base = {"source": "casia_selfmade", "role": split}
-            out.append(_record(analyzer, _jpeg_like(img, hist), dict(base, name=f"{it.name}_{kind}", label=1,
-                                                                      kind=info["kind"], transform=info["transform"])))
+            data = _jpeg_like(img, hist)
+            out.append(_record(analyzer, data, dict(base, name=f"{it.name}_{kind}", label=1, kind=info["kind"],
+                                                    transform=info["transform"],
+                                                    textured=textured_share(fd.decode(data), mask))))
             out.append(_record(analyzer, _jpeg_like(target, hist), dict(base, name=f"{it.name}_{kind}_control",
                                                                          label=0, kind="self-control")))
         return out
@@ -162,7 +174,7 @@ def transformed_copy_records(analyzer, items, n: int = 40) -> list[dict]:
             rgb = fd.load_rgb(p)
             made = None
             for _ in range(50):  # draw until the copy is scaled or rotated
-                made = fd.make_manipulation(rgb, None, rng)
+                made = fd.make_manipulation(rgb, None, rng, separate=True)
                 if made is not None and made[2]["transform"] != "none":
                     break
             img, mask, info = made
@@ -172,6 +184,7 @@ def transformed_copy_records(analyzer, items, n: int = 40) -> list[dict]:
             Image.fromarray(img).save(buf, format="JPEG", quality=90)
             out.append(_record(analyzer, buf.getvalue(), {"name": f"transformed_copy_{k}", "label": 1,
                                                           "kind": "copy-move", "transform": info["transform"],
+                                                          "textured": textured_share(fd.decode(buf.getvalue()), mask),
                                                           "source": "transformed_copies", "role": "test"}))
         return out
 

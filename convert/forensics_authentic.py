@@ -17,6 +17,11 @@ Kinds (what a user may hand ``edge-app forensics``):
   some with a small object, JPEG.
 - ``large``: camera and phone photos of the same part upscaled to 2, 6 and 12 MP, and 2x2
   collages of different photos, JPEG.
+- ``scenes``: CASIA v1's authentic photos (animals, architecture, art, characters, indoor,
+  nature, plants, scenes, texture; 384x256 JPEG), split as ``convert.forensics_data`` splits
+  them by scene: the validation split calibrates, the test split is reported. Facades, fabrics
+  and foliage repeat at slightly different scales and angles: the look-alikes a scaled-copy
+  search must not take for copies.
 
 scikit-image's ``grass`` and ``gravel`` are left out: they are synthesised textures, and
 synthesis copies patches (the matchers find 2-3% of ``grass`` copied, verified).
@@ -310,6 +315,15 @@ def large_items(base: list[AuthItem], per_size: int = 4) -> list[AuthItem]:
     return out
 
 
+def scene_items() -> list[AuthItem]:
+    from convert.forensics_data import split_items
+
+    items, _ = split_items()
+    return [AuthItem(f"casia/{i.name}", "scenes", "casia_au", {"val": "cal", "test": "test"}[i.split],
+                     (lambda p=i.path: Path(p)))
+            for i in items if i.label == 0 and i.split in ("val", "test")]
+
+
 def authentic_items() -> list[AuthItem]:
     base = camera_items() + phone_web_items() + lossless_items()
-    return base + made_items() + large_items(base)
+    return base + made_items() + large_items(base) + scene_items()

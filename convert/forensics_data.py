@@ -310,9 +310,29 @@ def _transform(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, s
     return rgb, "none"
 
 
-def make_manipulation(target: np.ndarray, donor: np.ndarray | None, rng: np.random.Generator
-                      ) -> tuple[np.ndarray, np.ndarray, dict] | None:
-    """Splice (donor given) or copy-move (donor None): (image, mask, info) or None."""
+def _centre_in_original(how: str, original: tuple[int, int], resampled: tuple[int, int],
+                        y: float, x: float) -> tuple[float, float]:
+    """(y, x) in the original image of the point (y, x) of its ``_transform``-ed version."""
+    (h, w), (rh, rw) = original, resampled
+    if how.startswith("scale"):
+        return y * h / rh, x * w / rw
+    if how.startswith("rotate"):
+        # PIL's rotate turns counter-clockwise about the centre, keeping the size
+        a = np.radians(float(how.split()[1]))
+        dx, dy = x - w / 2, y - h / 2
+        return h / 2 + np.sin(a) * dx + np.cos(a) * dy, w / 2 + np.cos(a) * dx - np.sin(a) * dy
+    return y, x
+
+
+def make_manipulation(target: np.ndarray, donor: np.ndarray | None, rng: np.random.Generator,
+                      separate: bool = False) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """Splice (donor given) or copy-move (donor None): (image, mask, info) or None.
+
+    A copy-move's source must lie half the region's size away from where it is pasted, so
+    that the image holds two instances. With ``separate`` that holds for a scaled or rotated
+    copy too (its source measured in the original's coordinates); without it (the rule the
+    forensics CNN's training data was drawn with) a resampled copy may land on its own
+    source, overwriting it: a region resampled in place, not a copy-move."""
     h, w = target.shape[:2]
     alpha = random_region(h, w, rng)
     y0, x0, y1, x1 = _bbox(alpha)
@@ -324,7 +344,10 @@ def make_manipulation(target: np.ndarray, donor: np.ndarray | None, rng: np.rand
     for _ in range(20):
         sy = int(rng.integers(0, sh - bh + 1))
         sx = int(rng.integers(0, sw - bw + 1))
-        if donor is not None or how != "none" or abs(sy - y0) + abs(sx - x0) >= max(bh, bw) // 2:
+        if donor is not None or (how != "none" and not separate):
+            break
+        oy, ox = _centre_in_original(how, (h, w), (sh, sw), sy + bh / 2, sx + bw / 2)
+        if abs(oy - (y0 + bh / 2)) + abs(ox - (x0 + bw / 2)) >= max(bh, bw) // 2:
             break
     else:
         return None
@@ -334,6 +357,11 @@ def make_manipulation(target: np.ndarray, donor: np.ndarray | None, rng: np.rand
     out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1 - a) + patch * a
     info = {"kind": "self-splice" if donor is not None else "self-copy-move", "transform": how,
             "feathered": bool(((alpha > 0) & (alpha < 1)).any()), "area": round(float((alpha >= 0.5).mean()), 4)}
+    if donor is None:  # (y, x) centres, original pixels: where the copy came from and where it went
+        info["source_centre"] = [round(float(v), 1) for v in _centre_in_original(how, (h, w), (sh, sw),
+                                                                                  sy + bh / 2, sx + bw / 2)]
+        info["paste_centre"] = [round(y0 + bh / 2, 1), round(x0 + bw / 2, 1)]
+        info["region_size"] = max(bh, bw)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8), alpha >= 0.5, info
 
 
@@ -410,10 +438,11 @@ def _histories(items: list[Item], split: str, label: int | None = None) -> list[
             if i.split == split and (label is None or i.label == label)]
 
 
-def _manipulations(au: list[Item], load, rng: np.random.Generator):
+def _manipulations(au: list[Item], load, rng: np.random.Generator, separate: bool = False):
     """Per authentic image: one splice (donor drawn from the same list) and one copy-move,
     yielded as (item, its pixels, kind, manipulated pixels, mask, info). The caller may draw
-    from ``rng`` between yields; the order of draws is part of the data set's seed."""
+    from ``rng`` between yields; the order of draws is part of the data set's seed. ``separate``:
+    see ``make_manipulation``."""
     for it in au:
         target = load(it.path)
         for kind in ("splice", "copy-move"):
@@ -423,7 +452,7 @@ def _manipulations(au: list[Item], load, rng: np.random.Generator):
                 if d is it:
                     continue
                 donor = load(d.path)
-            made = make_manipulation(target, donor, rng)
+            made = make_manipulation(target, donor, rng, separate)
             if made is not None:
                 yield (it, target, kind, *made)
 

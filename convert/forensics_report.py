@@ -14,13 +14,13 @@ import numpy as np
 from convert.forensics_common import bootstrap_auc as _bootstrap_auc, fmt_auc, fmt_prop, log, prop, rank_auc
 from edge_app.tflite_model import write_metadata
 
-VERSION = "0.5.0"
+VERSION = "0.6.0"
 AGGREGATIONS = ("top3", "qtop2", "qtop5", "qtop10", "p95", "p90")
 CNN_FPR = 0.02  # the CNN's share of the false-alarm budget on each kind's calibration part
 AREA_MARGIN = 1.25  # copy-move thresholds sit this factor above the largest calibration area
 REPORT_BOOTSTRAP = 1000  # resamples of the report's AUC intervals
 SIZE_INVARIANT = tuple(a for a in AGGREGATIONS if a.startswith(("qtop", "p")))
-KIND_ORDER = ("camera", "phone_web", "lossless", "repeated_text", "flat", "large")
+KIND_ORDER = ("camera", "phone_web", "lossless", "repeated_text", "flat", "large", "scenes")
 TARGET = {"camera": 0.05, "phone_web": 0.05, "repeated_text": 0.10}
 
 
@@ -238,11 +238,18 @@ def ablation(recs: dict, params: dict) -> list[dict]:
 
 def recall_rows(recs, params, dets) -> list[dict]:
     rows = []
-    groups = [("scaled/rotated copies (held-out photos, JPEG q90)", _ok(recs["transformed"]), lambda r: True)]
+    tc = _ok(recs["transformed"])
+    # a copy counts as textured when at least half its pixels are textured enough to be verified
+    textured = lambda r: r.get("textured", 1.0) >= 0.5  # noqa: E731
+    groups = [("scaled/rotated copies (held-out photos, JPEG q90)", tc, lambda r: True),
+              ("scaled/rotated copies, textured (>= half the copy)", tc, textured),
+              ("scaled/rotated copies, flat (< half the copy textured: not claimed)", tc, lambda r: not textured(r))]
     st = _ok(recs["selfmade_test"])
     for tr in ("none", "scale", "rotate"):
         groups.append((f"self-made copy-moves, transform {tr}", st,
                        lambda r, tr=tr: r["kind"] == "self-copy-move" and r.get("transform", "").startswith(tr)))
+    groups.append(("self-made copy-moves, textured (>= half the copy)", st,
+                   lambda r: r["kind"] == "self-copy-move" and textured(r)))
     groups.append(("self-made splices", st, lambda r: r["kind"] == "self-splice"))
     ct = _ok(recs["casia_test"])
     groups.append(("CASIA test copy-moves", ct, lambda r: r["kind"] == "copy-move"))
@@ -291,7 +298,7 @@ def calibrate_and_report(recs: dict, analyzer, models_dir: Path, bench: dict | N
                   "recall": rec, "size_check": size, "val_recall": ch["val_recall"],
                   "aggregation_rows": {f"{d} {h}": v for (d, h), v in ch["agg_rows"].items()},
                   "timing_ms_casia_under_load": tim, "errors": errors}
-    write_metadata(models_dir, params, ch, far, abl, rec, analyzer)
+    write_forensics_metadata(models_dir, params, ch, far, abl, rec, analyzer)
     reports = models_dir / "reports"
     (reports / "forensics_evaluation.json").write_text(json.dumps(evaluation, indent=1, default=str) + "\n")
     evaluation["recheck"] = checked
@@ -301,7 +308,7 @@ def calibrate_and_report(recs: dict, analyzer, models_dir: Path, bench: dict | N
     return 0
 
 
-def write_metadata(models_dir, params, ch, far, abl, rec, analyzer) -> None:
+def write_forensics_metadata(models_dir, params, ch, far, abl, rec, analyzer) -> None:
     from edge_app.forensics.copy_move_search import SearchParams
 
     for name in ("forensics_cnn", "forensics_cnn_float"):
@@ -355,6 +362,11 @@ def write_metadata(models_dir, params, ch, far, abl, rec, analyzer) -> None:
         }
         meta["training_data"]["note_0_5_0"] = ("v0.5.0 changes the scoring, not the CNN weights: the CNN is the "
                                                "v0.4.0 one (models/reports/forensics_v0.4.0.md)")
+        meta["training_data"]["note_0_6_0"] = ("v0.6.0 keeps the v0.5.0 copy-move search (the changes compared for "
+                                               "issue 17 found 124-128 of 160 validation copies against its 126: convert.compare_copy_move) "
+                                               "and recalibrates it with CASIA v1's authentic scenes as a calibration "
+                                               "kind; the evaluation's scaled/rotated copies no longer land on their "
+                                               "own source; the CNN is unchanged")
         write_metadata(path, meta)
 
 
@@ -363,8 +375,8 @@ def speed_lines(bench: dict | None) -> list[str]:
         return ["Not measured in this run: `edge-app bench forensics --json FILE`, then pass `--bench FILE`."]
     names = list(next(iter(bench["sizes"].values()))["results"])
     out = [f"`edge-app bench forensics` (one thread; CNN in the score: {bench['cnn_in_score']}), milliseconds "
-           "min / median over interleaved rounds on this shared 2-core machine while other jobs ran (absolute "
-           "times are inflated by the load; the ratios are the comparison), ratio = median / shipped median:", "",
+           "min / median over interleaved rounds on this shared 2-core machine (other jobs may run; absolute "
+           "times then rise with the load, the ratios are the comparison), ratio = median / shipped median:", "",
            "| size | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for size, row in bench["sizes"].items():
         base = row["results"]["shipped"]["median_ms"]
@@ -380,7 +392,7 @@ def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, error
     L = []
     L += ["# edge-app forensics: calibrated on authentic photos of every kind", "",
           f"Scoring v{VERSION} (`models/forensics_cnn.json`). Reproduce (evidence cached under "
-          "`.cache/forensics/calibration_v1/`; about 15-25 CPU minutes on this shared 2-core machine):", "",
+          "`.cache/forensics/calibration_v2/`; about 15-25 CPU minutes on this shared 2-core machine):", "",
           "```", "EDGE_APP_DATASETS=/work/shared/datasets nice -n 15 .venv/bin/python -m convert.calibrate_forensics",
           "```", "",
           "The v0.4.0 report (CNN training, CASIA v1 quality-bias checks, the CNN's own localisation figures) is kept "
@@ -470,12 +482,16 @@ def write_report(path, params, ch, far, far_cal, far_test, abl, rec, size, error
           "photos, mostly 160-720 px face crops) by file or person hash; PNG crops of one PAD source and scikit-image's "
           "sample photos; repeated objects, tiles, rendered text pages and screenshot-like button rows, scikit-image's "
           "coins/brick/text/page/checkerboard/cell/logo/colorwheel; flat walls and sky with sensor noise; upscaled "
-          "photos at 2/6/12 MP and 2x2 collages.",
+          "photos at 2/6/12 MP and 2x2 collages; CASIA v1's authentic scenes (architecture, texture, animals, "
+          "plants, indoor; validation split / test split).",
           "- Tampered: CASIA v1 scene-disjoint split (`convert.forensics_data`): self-made splices and copy-moves on "
           "validation (decisions) and test (report) authentic images, each saved with the tables of a random CASIA image "
           "together with a same-table authentic control; every 2nd CASIA v1 test image, and each authentic one re-saved "
           "with a tampered image's tables (the quality-matched comparison); copy-moves whose copy is scaled or rotated "
-          "(`make_manipulation` drawn until the transform is not none) on CASIA test and NUAA test-person photos.",
+          "(`make_manipulation` drawn until the transform is not none) on CASIA test and NUAA test-person photos. "
+          "Every copy-move lands at least half its size away from its source (`separate=True`; until v0.5.0 a "
+          "scaled or rotated copy could be pasted over its own source, a region resampled in place); "
+          "a copy is `textured` when at least half its pixels are textured enough to be verified.",
           "- Counts: " + ", ".join(f"{k} {len(_ok(v))}" for k, v in recs.items())
           + (f"; {len(errors)} could not be made or read: " + ", ".join(f"{n} ({e})" for n, e in errors[:5]) if errors else ""),
           ("- Cache check: "

@@ -404,3 +404,43 @@ def test_a_large_photo_reports_progress_and_what_the_size_guard_did(tmp_path, ca
     assert (result["width"], result["height"]) == (2400, 1800)
     assert result["analyzed_size"][0] * result["analyzed_size"][1] <= 1_000_000
     assert any(n.startswith("size guard: 2400x1800") and "downscaled to" in n for n in result["notes"])
+
+
+def test_the_original_coordinates_of_a_transformed_point_follow_pillow():
+    """``_centre_in_original`` inverts the editor transforms of the self-made sets: a bright dot
+    turned or rescaled by Pillow lands where its original coordinates map."""
+    from convert.forensics_data import _centre_in_original
+
+    h, w = 100, 200
+    dot = np.zeros((h, w, 3), np.uint8)
+    dot[34:39, 139:144] = 255  # centre (36, 141)
+    for how, out in (("rotate 30", Image.fromarray(dot).rotate(30, Image.Resampling.BICUBIC)),
+                     ("rotate -20", Image.fromarray(dot).rotate(-20, Image.Resampling.BICUBIC)),
+                     ("scale 1.30", Image.fromarray(dot).resize((260, 130), Image.Resampling.BICUBIC))):
+        a = np.asarray(out)[..., 0].astype(float)
+        ys, xs = np.nonzero(a > 60)
+        y, x = _centre_in_original(how, (h, w), a.shape, float(ys.mean()), float(xs.mean()))
+        assert abs(y - 36.5) < 1.5 and abs(x - 141.5) < 1.5, (how, y, x)
+
+
+def test_separate_copies_do_not_land_on_their_own_source(casia_test_items):
+    """With ``separate`` a scaled or rotated copy-move keeps its source: the source (in the original's
+    coordinates) lies at least half the region's size from where the copy is pasted. Without it (the
+    rule the CNN's training data was drawn with) some resampled copies overwrite their own source."""
+    from convert import forensics_data as fd
+
+    rgb = fd.load_rgb(next(i.path for i in casia_test_items if i.label == 0))
+    gaps = {}
+    for separate in (True, False):
+        rng = np.random.default_rng(3)
+        gaps[separate] = []
+        for _ in range(80):
+            made = fd.make_manipulation(rgb, None, rng, separate=separate)
+            if made is None or made[2]["transform"] == "none":
+                continue
+            info = made[2]
+            (sy, sx), (py, px) = info["source_centre"], info["paste_centre"]
+            gaps[separate].append((abs(sy - py) + abs(sx - px)) / (info["region_size"] // 2))
+    assert len(gaps[True]) >= 15 and len(gaps[False]) >= 15
+    assert min(gaps[True]) >= 0.99, min(gaps[True])  # rounding of the centres to 0.1 px
+    assert min(gaps[False]) < 0.99

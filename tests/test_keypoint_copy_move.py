@@ -127,3 +127,21 @@ def test_keypoint_score_is_monotone_and_half_at_half_inliers():
     assert keypoint_copy_move_score(3, 3) == pytest.approx(0.5)
     scores = [keypoint_copy_move_score(n, 3) for n in (3, 5, 20, 200)]
     assert scores == sorted(scores) and scores[-1] < 1.0
+
+
+def test_min_scale_drops_transforms_outside_its_range(photos):
+    """A copy halved in size: with ``min_scale`` 0.67 (an option, off as shipped) no candidate
+    scales outside 0.67-1.5, while the shipped search recovers the halving."""
+    from dataclasses import replace
+
+    seen = 0
+    for name, rgb in photos:
+        fake, m, _ = _transformed_copy(rgb, angle=0.0, scale=0.5)
+        img = _round_trip(fake, 90)
+        shipped = find_keypoint_copy_move(img)
+        if shipped.inliers == 0 or not 0.45 <= shipped.scale <= 0.55:
+            continue
+        seen += 1
+        limited = find_keypoint_copy_move(img, replace(KeypointParams(), min_scale=0.67))
+        assert all(0.67 <= np.hypot(*t[:, 0]) <= 1 / 0.67 for t in limited.candidates), (name, limited.candidates)
+    assert seen >= 2, seen
