@@ -242,16 +242,27 @@ def train_model(name: str, spec: dict, crops: pad_data.Crops, feats: dict, index
     for step in range(steps):
         idx = rng.choice(index, size=BATCH, p=p)
         framing = rng.integers(len(arrays), size=BATCH)
-        x = batch_inputs(spec, crops, arrays, framing, idx)
+        x = with_trunk_noise(spec, batch_inputs(spec, crops, arrays, framing, idx), rng)
         if consistency:  # the same pictures once more, each in another of its framings
             other = (framing + rng.integers(1, len(arrays), size=BATCH)) % len(arrays)
-            x = as_list(x) + as_list(batch_inputs(spec, crops, arrays, other, idx))
+            x = as_list(x) + as_list(with_trunk_noise(spec, batch_inputs(spec, crops, arrays, other, idx), rng))
         losses.append(float(learner.train_on_batch(x, target[idx][:, None])))
         if (step + 1) % 200 == 0 or step + 1 == steps:
             print(f"  [{name}] step {step + 1}/{steps}: loss {np.mean(losses[-200:]):.4f} "
                   f"({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     top.set_weights(interpolate(start, top.get_weights(), spec.get("interpolation", 1.0)))
     return model, top, start
+
+
+def with_trunk_noise(spec: dict, x, rng: np.random.Generator):
+    """``x`` (the top's inputs) with N(0, spec["trunk_noise"]) added to the trunk features, per
+    channel, when the spec asks for it (``convert.int8_error_sources``: the int8 trunk's error)."""
+    sigma = spec.get("trunk_noise")
+    if sigma is None:
+        return x
+    feats = x[0] if isinstance(x, list) else x
+    noisy = feats + rng.standard_normal(feats.shape).astype(np.float32) * np.asarray(sigma, np.float32)
+    return [noisy] + x[1:] if isinstance(x, list) else noisy
 
 
 def batch_inputs(spec: dict, crops: pad_data.Crops, arrays: list, framing: np.ndarray, idx: np.ndarray):

@@ -160,6 +160,24 @@ def test_interpolation_runs_from_the_teachers_start_to_the_fine_tuned_weights():
         np.testing.assert_allclose(w[1], second)
 
 
+def test_trunk_noise_is_added_only_when_asked_and_at_the_stated_size():
+    """The shipped recipe draws nothing extra (its models stay reproducible); with ``trunk_noise``
+    the trunk features get N(0, sigma) per channel and the raw-crop input of a branch is untouched."""
+    from convert.train_liveness import with_trunk_noise
+
+    x = np.zeros((64, 10, 10, 4), np.float32)
+    rng = np.random.default_rng(0)
+    assert with_trunk_noise({}, x, rng) is x
+    assert rng.random() == np.random.default_rng(0).random()  # no draw was made
+    sigma = np.array([0.0, 0.1, 0.5, 2.0], np.float32)
+    noisy = with_trunk_noise({"trunk_noise": sigma}, x, np.random.default_rng(1))
+    np.testing.assert_allclose(noisy.reshape(-1, 4).std(0), sigma, rtol=0.05)
+    raw = np.ones((64, 80, 80, 9), np.float32)
+    both = with_trunk_noise({"trunk_noise": sigma}, [x, raw], np.random.default_rng(1))
+    np.testing.assert_array_equal(both[0], noisy)
+    assert both[1] is raw
+
+
 def test_interpolation_choice_prefers_the_teacher_within_the_tie_margin():
     from convert.choose_interpolation import TIE, choose
 
