@@ -51,16 +51,23 @@ def test_a_translated_copy_is_verified_and_drawn_where_it_is(photos):
         assert not clean.block.found and not clean.keypoint.found, name
 
 
+def _disc_copy(rgb, angle: float, scale: float, radius: int, interpolation: int):
+    """(``rgb`` with the disc around (100, 130) turned by ``angle``, scaled by ``scale`` and pasted
+    at (280, 140) with the given radius, the 2x3 transform, the pasted disc)."""
+    m = cv2.getRotationMatrix2D((100, 130), angle, scale)  # about the source centre, then moved
+    m[:, 2] += (180, 10)
+    warped = cv2.warpAffine(rgb, m, (384, 256), flags=interpolation, borderMode=cv2.BORDER_REFLECT)
+    disc = np.zeros((256, 384), np.uint8)
+    cv2.circle(disc, (280, 140), radius, 1, thickness=-1)
+    fake = rgb.copy()
+    fake[disc > 0] = warped[disc > 0]
+    return fake, m, disc
+
+
 def test_a_scaled_and_rotated_copy_is_verified_through_keypoints(photos):
     found = 0
     for name, rgb in photos:
-        m = cv2.getRotationMatrix2D((100, 130), 15, 1.2)  # about the source centre, then moved
-        m[:, 2] += (180, 10)
-        warped = cv2.warpAffine(rgb, m, (384, 256), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-        disc = np.zeros((256, 384), np.uint8)
-        cv2.circle(disc, (280, 140), 40, 1, thickness=-1)
-        fake = rgb.copy()
-        fake[disc > 0] = warped[disc > 0]
+        fake, _, disc = _disc_copy(rgb, 15, 1.2, 40, cv2.INTER_CUBIC)
         ev = find_copy_moves(_jpeg(fake))
         if ev.keypoint.found:
             d = ev.describe("keypoint")
@@ -138,14 +145,8 @@ def test_analysis_image_never_enlarges_and_keeps_the_aspect():
 
 
 def _shrunk_copy(rgb, scale: float = 0.8):
-    """(JPEG of ``rgb`` with the disc around (100, 130) shrunk by ``scale`` and pasted at (280, 140), transform)."""
-    m = cv2.getRotationMatrix2D((100, 130), 0, scale)
-    m[:, 2] += (180, 10)
-    warped = cv2.warpAffine(rgb, m, (384, 256), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
-    disc = np.zeros((256, 384), np.uint8)
-    cv2.circle(disc, (280, 140), 36, 1, thickness=-1)
-    fake = rgb.copy()
-    fake[disc > 0] = warped[disc > 0]
+    """(JPEG of ``rgb`` with a disc shrunk by ``scale`` (area-averaged, as editors shrink), transform)."""
+    fake, m, _ = _disc_copy(rgb, 0, scale, 36, cv2.INTER_AREA)
     return _jpeg(fake), m
 
 
