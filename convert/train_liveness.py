@@ -447,6 +447,21 @@ def alpha_dir(alpha: float) -> Path:
     return LOSO_DIR.parent / "loso_alpha" / f"{alpha:g}"
 
 
+def trunk_int8_error(name: str, spec: dict, crops: pad_data.Crops, idx: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """Per-channel std of the int8 trunk's output minus the float trunk's (cached features), on 400
+    crops of ``idx``; the trunk is quantized alone with 300 others as representative data."""
+    from convert.int8_error_sources import representative, run_tflite
+    from convert.tflite_export import to_int8_tflite
+
+    rng = np.random.default_rng(seed)
+    arr = crops.arrays[f"view@{spec['scale']}"]
+    _, trunk, _ = build({**spec, "features": ["rgb"]}, 1)
+    trunk8 = to_int8_tflite(trunk, representative(model_inputs(arr[rng.choice(idx, 300, replace=False)], ["rgb"])))
+    probe = rng.choice(idx, 400, replace=False)
+    err = run_tflite(trunk8, model_inputs(arr[probe], ["rgb"])) - trunk_features(name, spec, crops)["view"][probe]
+    return err.reshape(-1, err.shape[-1]).std(0).astype(np.float32)
+
+
 def loso(args) -> int:
     import tensorflow as tf
 
@@ -454,8 +469,15 @@ def loso(args) -> int:
     crops = pad_data.Crops()
     domains = args.domains or sorted(set(crops.domain) - {CALIBRATION})
     specs = ABLATION if args.ablation_only else {**MODELS, **(ABLATION if args.ablation else {})}
+    # --trunk-noise: the tops trained with the int8 trunk's error as noise (measured on the fold's own
+    # training rows), into runs/loso_trunk_noise/
+    out_dir = LOSO_DIR.parent / "loso_trunk_noise" if args.trunk_noise else LOSO_DIR
+    plain_specs = specs
     for dom in domains:
         t0 = time.time()
+        if args.trunk_noise:
+            fold_train, _ = fold_split(crops, dom)
+            specs = {n: {**sp, "trunk_noise": trunk_int8_error(n, sp, crops, fold_train)} for n, sp in plain_specs.items()}
         fold = run_fold(crops, dom, specs, args.steps, tuple(args.alphas or ()))
         if args.ablation_only:  # the attention model of this fold is the one already trained
             z = np.load(LOSO_DIR / f"{dom}.npz")
@@ -464,7 +486,7 @@ def loso(args) -> int:
         for tag, names in (("", list(MODELS)), ("_ablation", ["liveness_cnn+ela+wavelet", "liveness_attn"])):
             if all(n in fold["logits"] for n in names):
                 fusion = fuse_and_calibrate(fold, crops, names)
-                save_fold(LOSO_DIR / f"{dom}{tag}.npz", fold, fusion, crops)
+                save_fold(out_dir / f"{dom}{tag}.npz", fold, fusion, crops)
         for a, logits in fold["by_alpha"].items():
             if not all(n in logits for n in MODELS):
                 continue
@@ -603,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="--loso: also score each fold's models interpolated this far from the teacher's weights "
                          "towards the fine-tuned ones (runs/loso_alpha/<alpha>/; convert.choose_interpolation reads them)")
     ap.add_argument("--ablation", action="store_true", help="--loso: also the CNN with ELA and wavelet channels")
+    ap.add_argument("--trunk-noise", action="store_true",
+                    help="--loso: train the tops with the int8 trunk's error as noise (runs/loso_trunk_noise/; "
+                         "python -m convert.int8_error_sources shows why)")
     ap.add_argument("--ablation-only", action="store_true",
                     help="--loso: only the ELA/wavelet CNN, fused with the attention model of the folds already run")
     ap.add_argument("--cnn-features", nargs="*", help="the shipped CNN's features (default rgb; the ablation decides)")
