@@ -540,7 +540,11 @@ def train_shipped(args) -> int:
     if args.cnn_features:
         MODELS["liveness_cnn"]["features"] = args.cnn_features
     started = time.time()
-    fold = run_fold(crops, None, MODELS, args.steps)
+    specs = MODELS
+    if args.trunk_noise:
+        train_all, _ = fold_split(crops, None)
+        specs = {n: {**sp, "trunk_noise": trunk_int8_error(n, sp, crops, train_all)} for n, sp in MODELS.items()}
+    fold = run_fold(crops, None, specs, args.steps)
     names = list(MODELS)
     rng = np.random.default_rng(SEED)
     logits8 = {}
@@ -568,6 +572,8 @@ def train_shipped(args) -> int:
                                                   f"{TEACHER_WEIGHT:g} x the teacher's P(live) on the same crop",
                                            "at_run_time": "never loaded or shipped"},
                               "steps": args.steps or spec["steps"], "batch": BATCH, "seed": SEED,
+                              "trunk_noise": ("N(0, the int8 trunk's per-channel error) added to the trunk features "
+                                              "in training" if args.trunk_noise else None),
                               "produced_by": "python -m convert.train_liveness"},
             "license": "weights trained on non-commercial research data: research use only; started from Apache-2.0 "
                        "MiniFASNet weights",
@@ -626,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
                          "towards the fine-tuned ones (runs/loso_alpha/<alpha>/; convert.choose_interpolation reads them)")
     ap.add_argument("--ablation", action="store_true", help="--loso: also the CNN with ELA and wavelet channels")
     ap.add_argument("--trunk-noise", action="store_true",
-                    help="--loso: train the tops with the int8 trunk's error as noise (runs/loso_trunk_noise/; "
+                    help="train the tops with the int8 trunk's error as noise (with --loso: into runs/loso_trunk_noise/; "
                          "python -m convert.int8_error_sources shows why)")
     ap.add_argument("--ablation-only", action="store_true",
                     help="--loso: only the ELA/wavelet CNN, fused with the attention model of the folds already run")
