@@ -102,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(1)
     crops_at = crops.arrays[f"view@{spec['scale']}"]
     rep = tl.model_inputs(crops_at[rng.choice(train_idx, size=300, replace=False)], spec["features"])
-    _, trunk, _ = tl.build(spec, 1)
-    trunk8 = to_int8_tflite(trunk, representative(tl.model_inputs(crops_at[rng.choice(train_idx, 300, replace=False)], ["rgb"])))
-    probe = rng.choice(train_idx, size=400, replace=False)
-    err = run_tflite(trunk8, tl.model_inputs(crops_at[probe], ["rgb"])) - feats["view"][probe].astype(np.float32)
+    trunk8, probe, err = tl.int8_trunk_error(name, spec, crops, train_idx, rng)
     sigma = err.reshape(-1, err.shape[-1]).std(0)
     print(f"[{name}] int8 trunk output error: rms {np.sqrt((err ** 2).mean()):.3f} against a feature rms of "
           f"{np.sqrt((feats['view'][probe].astype(np.float32) ** 2).mean()):.3f}", flush=True)

@@ -447,18 +447,23 @@ def alpha_dir(alpha: float) -> Path:
     return LOSO_DIR.parent / "loso_alpha" / f"{alpha:g}"
 
 
-def trunk_int8_error(name: str, spec: dict, crops: pad_data.Crops, idx: np.ndarray, seed: int = SEED) -> np.ndarray:
-    """Per-channel std of the int8 trunk's output minus the float trunk's (cached features), on 400
-    crops of ``idx``; the trunk is quantized alone with 300 others as representative data."""
+def int8_trunk_error(name: str, spec: dict, crops: pad_data.Crops, idx: np.ndarray,
+                     rng: np.random.Generator) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(the trunk quantized alone to int8 with 300 crops of ``idx`` as representative data, 400 other
+    draws of ``idx``, its output minus the float trunk's cached features on those)."""
     from convert.int8_error_sources import representative, run_tflite
     from convert.tflite_export import to_int8_tflite
 
-    rng = np.random.default_rng(seed)
     arr = crops.arrays[f"view@{spec['scale']}"]
     _, trunk, _ = build({**spec, "features": ["rgb"]}, 1)
     trunk8 = to_int8_tflite(trunk, representative(model_inputs(arr[rng.choice(idx, 300, replace=False)], ["rgb"])))
     probe = rng.choice(idx, 400, replace=False)
-    err = run_tflite(trunk8, model_inputs(arr[probe], ["rgb"])) - trunk_features(name, spec, crops)["view"][probe]
+    return trunk8, probe, run_tflite(trunk8, model_inputs(arr[probe], ["rgb"])) - trunk_features(name, spec, crops)["view"][probe]
+
+
+def trunk_noise_sigma(name: str, spec: dict, crops: pad_data.Crops, idx: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """Per-channel std of the int8 trunk's output error (``int8_trunk_error``) on crops of ``idx``."""
+    _, _, err = int8_trunk_error(name, spec, crops, idx, np.random.default_rng(seed))
     return err.reshape(-1, err.shape[-1]).std(0).astype(np.float32)
 
 
@@ -477,7 +482,7 @@ def loso(args) -> int:
         t0 = time.time()
         if args.trunk_noise:
             fold_train, _ = fold_split(crops, dom)
-            specs = {n: {**sp, "trunk_noise": trunk_int8_error(n, sp, crops, fold_train)} for n, sp in plain_specs.items()}
+            specs = {n: {**sp, "trunk_noise": trunk_noise_sigma(n, sp, crops, fold_train)} for n, sp in plain_specs.items()}
         fold = run_fold(crops, dom, specs, args.steps, tuple(args.alphas or ()))
         if args.ablation_only:  # the attention model of this fold is the one already trained
             z = np.load(LOSO_DIR / f"{dom}.npz")
@@ -543,7 +548,7 @@ def train_shipped(args) -> int:
     specs = MODELS
     if args.trunk_noise:
         train_all, _ = fold_split(crops, None)
-        specs = {n: {**sp, "trunk_noise": trunk_int8_error(n, sp, crops, train_all)} for n, sp in MODELS.items()}
+        specs = {n: {**sp, "trunk_noise": trunk_noise_sigma(n, sp, crops, train_all)} for n, sp in MODELS.items()}
     fold = run_fold(crops, None, specs, args.steps)
     names = list(MODELS)
     rng = np.random.default_rng(SEED)
