@@ -442,9 +442,10 @@ def save_fold(path: Path, fold: dict, fusion: dict, crops: pad_data.Crops) -> No
     np.savez(path, meta=json.dumps(meta), **arrays)
 
 
-def alpha_dir(alpha: float) -> Path:
-    """Where ``--loso --alphas`` keeps the folds of one interpolation (runs/loso_alpha/<alpha>/)."""
-    return LOSO_DIR.parent / "loso_alpha" / f"{alpha:g}"
+def alpha_dir(alpha: float, trunk_noise: bool = False) -> Path:
+    """Where ``--loso --alphas`` keeps the folds of one interpolation (runs/loso_alpha/<alpha>/, with
+    ``--trunk-noise`` runs/loso_trunk_noise_alpha/<alpha>/)."""
+    return LOSO_DIR.parent / ("loso_trunk_noise_alpha" if trunk_noise else "loso_alpha") / f"{alpha:g}"
 
 
 def int8_trunk_error(name: str, spec: dict, crops: pad_data.Crops, idx: np.ndarray,
@@ -496,7 +497,7 @@ def loso(args) -> int:
             if not all(n in logits for n in MODELS):
                 continue
             at_a = {**fold, "logits": logits}
-            save_fold(alpha_dir(a) / f"{dom}.npz", at_a, fuse_and_calibrate(at_a, crops, list(MODELS)), crops)
+            save_fold(alpha_dir(a, args.trunk_noise) / f"{dom}.npz", at_a, fuse_and_calibrate(at_a, crops, list(MODELS)), crops)
         print(f"fold {dom}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     return 0
 

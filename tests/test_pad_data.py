@@ -185,3 +185,32 @@ def test_interpolation_choice_prefers_the_teacher_within_the_tie_margin():
     assert choose({0.0: row(0.90), 0.5: row(0.95), 1.0: row(0.93)}) == 0.5
     assert choose({0.0: row(0.90), 0.5: row(0.95 - TIE / 2), 1.0: row(0.95)}) == 0.5
     assert choose({0.25: row(0.96), 0.5: row(0.95), 1.0: row(0.96 + TIE / 2)}) == 0.25
+
+
+def test_recipe_choice_prefers_trunk_noise_then_the_teacher_within_the_tie_margin():
+    from convert.choose_recipe import TIE, Recipe, choose
+
+    def folds(*aucs):
+        return {d: {"held_out": a, "calibration": 0.9, "validation": 0.99} for d, a in zip("abc", aucs)}
+
+    plain1, plain75, noise1 = Recipe(False, 1.0), Recipe(False, 0.75), Recipe(True, 1.0)
+    table = {plain1: folds(0.90, 0.80, 0.70), plain75: folds(0.92, 0.82, 0.72), noise1: folds(0.91, 0.80, 0.70)}
+    assert choose(table, "abc") == plain75
+    table[noise1] = folds(0.92 - TIE / 2, 0.82, 0.72)
+    assert choose(table, "abc") == noise1  # within the margin: the recipe with fewer int8 flips
+    table[Recipe(True, 0.5)] = folds(0.92, 0.82, 0.72)
+    assert choose(table, "abc") == Recipe(True, 0.5)  # then the one closer to the teacher
+    table[Recipe(False, 0.25)] = {"a": {"held_out": 1.0}}  # folds missing: not eligible
+    assert choose(table, "abc") == Recipe(True, 0.5)
+
+
+def test_nested_choice_never_uses_the_source_it_reports():
+    from convert.choose_recipe import Recipe, nested
+
+    a, b = Recipe(False, 1.0), Recipe(False, 0.5)
+    # b wins overall only through source "x"; x's own figure must come from the recipe the others choose (a)
+    table = {a: {"x": {"held_out": 0.50}, "y": {"held_out": 0.90}, "z": {"held_out": 0.90}},
+             b: {"x": {"held_out": 0.99}, "y": {"held_out": 0.89}, "z": {"held_out": 0.89}}}
+    got = nested(table, ["x", "y", "z"])
+    assert got["x"] == (a, 0.50)
+    assert got["y"] == (b, 0.89) and got["z"] == (b, 0.89)
